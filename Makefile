@@ -1,0 +1,42 @@
+# Two entry points, both self-bootstrapping on a fresh machine:
+#   make repro [PROFILE=tiny|demo|base]   create .venv if missing, install, run the pipeline
+#   make test                             same bootstrap, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= demo
+BIN := $(VENV)/bin
+# The stamp is named after pyproject.toml's content: re-running install into an
+# existing venv is a no-op until the pins change.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Build prerequisites of fairseq-fixed, with the pins taken from pyproject.toml.
+PREREQS := $(shell $(PYTHON) -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(d for d in deps if d.split('==')[0] in ('torch', 'torchaudio', 'numpy', 'cython')))")
+FAIRSEQ := $(shell $(PYTHON) -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(next(d for d in deps if d.startswith('fairseq')))")
+export PATH := $(abspath $(BIN)):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install params repro test bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q $(PREREQS)
+	$(BIN)/pip install -q --no-build-isolation $(FAIRSEQ)
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Compose params.yaml from params/ for PROFILE (what `dvc exp run -S profile=...` does).
+params: install
+	$(BIN)/python -m stages.compose_params profile=$(PROFILE)
+
+repro: params
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench.features

@@ -1,0 +1,1 @@
+"""hubert-dvc: reproducible HuBERT pretraining on mixed Mandarin + English speech."""

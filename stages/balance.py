@@ -1,0 +1,47 @@
+"""Stage balance: speaker-disjoint splits, fine-tuning subset, language-balanced
+pretraining list, as fairseq manifests.
+
+    python stages/balance.py --params params.yaml --corpus data/corpus \
+        --out data/manifests --metrics metrics/balance.json
+
+Writes out/{train,valid,test,finetune}.{tsv,lang,wrd}; train is the balanced
+pretraining list. The tsv root line is --corpus as given (keep it relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hubert import balance as B
+from hubert.corpus import read_manifest
+from hubert.params import from_dict, load_section
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    cfg = from_dict(B.BalanceConfig, load_section(args.params, "balance"), "balance")
+    sample_rate = int(load_section(args.params, "corpus")["sample_rate"])
+    utts = read_manifest(args.corpus / "manifest.jsonl")
+    splits = B.split_by_speaker(utts, cfg)
+    pretrain = B.balanced_list(splits["train"], cfg.alpha, cfg.seed, sample_rate)
+    for split, rows in {**splits, "train": pretrain}.items():
+        B.write_fairseq_manifest(args.out, split, args.corpus.as_posix(), rows)
+    metrics = B.balance_metrics(splits, pretrain, cfg.alpha, sample_rate)
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"balance: pretraining proportions {metrics['pretrain']['proportion_effective']} "
+          f"(natural {metrics['pretrain']['proportion_natural']}) -> {args.out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
