@@ -133,7 +133,7 @@ def phone_intervals(phones: list[tuple[str, float]], duration: float) -> list[li
 # Accents and voice variants that sound like speech (espeak's whisper, robot and
 # croak variants are left out). Mandarin has one accent: the variants carry the
 # speaker differences.
-EN_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+EN_ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 ZH_ACCENTS = ["cmn"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Andy", "Annie", "Alex", "Lee",
             "adam", "david", "john", "max", "paul", "robert", "linda", "steph", "belinda", "aunty", "edward",
@@ -151,6 +151,10 @@ class SyntheticConfig:
     pitch_jitter: int = 8
     extra_text: str | None = None
     extra_share: float = 0.2
+    # Seeded white noise added to every utterance (RMS in dBFS): espeak's pauses
+    # are digital zeros, which no microphone records and which give log-mel
+    # features a degenerate floor. None turns it off.
+    noise_dbfs: float | None = -65.0
 
 
 @dataclass(frozen=True)
@@ -205,8 +209,12 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
             rate = spk.rate + rng.randint(-cfg.rate_jitter, cfg.rate_jitter)
             pitch = min(99, max(0, spk.pitch + rng.randint(-cfg.pitch_jitter, cfg.pitch_jitter)))
             syn = engine.synthesize(text, spk.voice, rate, pitch)
+            wav = syn.waveform
+            if cfg.noise_dbfs is not None:
+                noise = np.random.default_rng([cfg.seed, li, i]).standard_normal(len(wav), dtype=np.float32)
+                wav = wav + noise * np.float32(10 ** (cfg.noise_dbfs / 20))
             yield Candidate(id=f"{spk.id}_{i:05d}", lang=lang, speaker=spk.id, source=f"espeak:{spk.voice}",
-                            text=text, waveform=syn.waveform, sample_rate=syn.sample_rate, phones=syn.phones,
+                            text=text, waveform=wav, sample_rate=syn.sample_rate, phones=syn.phones,
                             voice=f"{spk.voice} rate={rate} pitch={pitch}")
 
 

@@ -113,14 +113,16 @@ class Espeak:
             i += 1
         return 0
 
-    def synthesize(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> Synthesis:
+    def synthesize(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int = 50,
+                   volume: int = 75) -> Synthesis:
         """Speak ``text`` with ``voice`` (e.g. ``en-us+m3``, ``cmn+f2``).
 
-        rate: words per minute (espeak 80..450); pitch, pitch_range: 0..100.
+        rate: words per minute (espeak 80..450); pitch, pitch_range: 0..100; volume: 0..200
+        (espeak's default 100 clips a few samples in some voices, hence 75).
         """
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"espeak-ng has no voice {voice!r}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, 100)):
+        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume)):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._phones = [], []
         data = text.encode("utf-8") + b"\0"
