@@ -83,6 +83,8 @@ def balanced_list(train: list[Utterance], alpha: float, seed: int, sample_rate: 
     exceeds what it has is repeated whole (k copies) plus a seeded subset for the
     remainder; one below it is a seeded subset. alpha=1 returns train unchanged.
     """
+    if alpha == 1.0:
+        return list(train)
     hours = hours_by_lang(train, sample_rate)
     probs = temperature_probs(hours, alpha)
     total = sum(hours.values())

@@ -244,9 +244,10 @@ def read_transcripts(path: Path) -> dict[str, tuple[str | None, str | None]]:
     """
     texts: dict[str, tuple[str | None, str | None]] = {}
     for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
-        utt_id, _, words = raw.strip().partition(b" ")
-        if not utt_id:
+        parts = raw.strip().split(None, 1)  # the id is separated by a space or a tab
+        if not parts:
             continue
+        utt_id, words = parts[0], (parts[1] if len(parts) > 1 else b"")
         key = utt_id.decode("utf-8", errors="replace")
         try:
             texts[key] = (words.decode("utf-8"), None)
@@ -306,9 +307,15 @@ def manifest_candidates(manifest: str | Path) -> Iterator[Candidate]:
             if not line.strip():
                 continue
             try:
-                rows.append((lineno, json.loads(line), None))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                rows.append((lineno, None, f"{manifest}:{lineno}: invalid JSON ({exc.msg})"))
+                rows.append((lineno, None, f"{manifest}:{lineno}: invalid JSON ({exc.msg}); fix the line"))
+                continue
+            if isinstance(row, dict):
+                rows.append((lineno, row, None))
+            else:
+                rows.append((lineno, None, f"{manifest}:{lineno}: expected a JSON object with path, text, lang, "
+                                           f"got {type(row).__name__}; fix the line"))
     elif manifest.suffix == ".tsv":
         lines = list(_decode_lines(manifest))
         header = (lines[0][1] or "").split("\t") if lines else []
@@ -351,30 +358,36 @@ def build_corpus(candidates: Iterable[Candidate], out_dir: str | Path, cfg: Buil
     out_dir = Path(out_dir)
     kept: list[Utterance] = []
     rejected: list[Rejection] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # kept id -> its source, to name both files of a duplicate
 
     def reject(c: Candidate, reason: str, detail: str) -> None:
         rejected.append(Rejection(c.id, c.source, reason, detail))
 
     for c in tqdm(candidates, desc="corpus", unit="utt", disable=not progress):
         if c.id in seen:
-            reject(c, DUPLICATE_ID, f"id {c.id} already used by an earlier utterance; give ids that are unique")
+            reject(c, DUPLICATE_ID, f"{c.source}: id {c.id} already used by {seen[c.id]}; give ids that are unique")
             continue
         if c.outside_root:
             reject(c, OUTSIDE_ROOT, f"{c.source} resolves outside the corpus root; move the file under the root")
             continue
-        if c.lang not in LANGS:
-            reject(c, UNKNOWN_LANG, f"language {c.lang!r} is not one of {LANGS}; fix the lang field")
-            continue
+        # Before the language check: a manifest line that cannot be decoded has no language either.
         if c.text_error:
             reject(c, UNDECODABLE_TRANSCRIPT, c.text_error)
             continue
+        if c.lang not in LANGS:
+            reject(c, UNKNOWN_LANG, f"{c.source}: language {c.lang!r} is not one of {LANGS}; fix the lang field")
+            continue
+        rel = Path("audio") / c.lang / c.speaker / f"{c.id}.wav"
+        if not _inside(out_dir / rel, out_dir / "audio"):
+            reject(c, OUTSIDE_ROOT, f"{c.source}: id {c.id!r} / speaker {c.speaker!r} would write {rel} outside "
+                                    f"the corpus; remove '..' and leading '/' from them")
+            continue
         if c.text is None:
-            reject(c, MISSING_TRANSCRIPT, f"no transcript for {c.id}; add it to the transcript file")
+            reject(c, MISSING_TRANSCRIPT, f"{c.source}: no transcript for {c.id}; add it to the transcript file")
             continue
         text = normalize(c.lang, c.text)
         if not text:
-            reject(c, EMPTY_TRANSCRIPT, f"transcript {c.text!r} has no {c.lang} words after normalisation")
+            reject(c, EMPTY_TRANSCRIPT, f"{c.source}: transcript {c.text!r} has no {c.lang} words after normalisation")
             continue
         try:
             if c.waveform is not None:
@@ -384,8 +397,7 @@ def build_corpus(candidates: Iterable[Candidate], out_dir: str | Path, cfg: Buil
         except audio.AudioError as exc:
             reject(c, exc.reason, str(exc))
             continue
-        seen.add(c.id)
-        rel = Path("audio") / c.lang / c.speaker / f"{c.id}.wav"
+        seen[c.id] = c.source
         audio.write_wav(out_dir / rel, wav, cfg.sample_rate)
         duration = len(wav) / cfg.sample_rate
         alignment = phone_intervals(c.phones, duration) if c.phones is not None else None

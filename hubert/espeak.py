@@ -2,8 +2,15 @@
 
 We need three things the command-line tool does not give us in one go: the raw
 waveform, per-phoneme events with their audio positions (our frame-level phone
-alignments), and control over voice, rate and pitch per utterance. espeak-ng
-keeps global state, so one :class:`Espeak` per process.
+alignments), and control over voice, rate and pitch per utterance.
+
+espeak-ng keeps synthesis state in C statics that espeak_Initialize does not
+reset (the pitch-flutter phase, the gain control, the echo buffer), so what an
+utterance sounds like depends on everything spoken before it in the process.
+Each :class:`Espeak` therefore loads its own private copy of the library and
+fixes the seed of its noise generator (which espeak_Initialize takes from the
+clock): its output depends only on what that engine has spoken, which makes the
+corpus a function of its seed, not of the process history or the time of day.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ _PARAM_RATE = 1
 _PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
+_RAND_SEED = 1
 # espeak-ng copies its data path into a fixed 160-byte buffer and exits the
 # process when it does not fit: keep a short copy when the venv path is long.
 _MAX_DATA_PATH = 150
@@ -81,13 +89,25 @@ def _short_data_path(path: str) -> str:
     return target
 
 
+def _private_library(path: str) -> ctypes.CDLL:
+    """Load a fresh instance of the shared library at ``path`` (its own C statics).
+
+    The dynamic loader shares one instance per file, so load a temporary copy;
+    the copy can be deleted as soon as it is mapped.
+    """
+    with tempfile.TemporaryDirectory(prefix="hubert-espeak-") as tmp:
+        copy = os.path.join(tmp, os.path.basename(path))
+        shutil.copyfile(path, copy)
+        return ctypes.CDLL(copy)
+
+
 class Espeak:
     """Synthesise text with libespeak-ng, collecting audio and phoneme events."""
 
     def __init__(self) -> None:
         import espeakng_loader
 
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib = _private_library(espeakng_loader.get_library_path())
         data = _short_data_path(os.path.dirname(espeakng_loader.get_data_path()))
         self._lib.espeak_Initialize.restype = ctypes.c_int
         rate = self._lib.espeak_Initialize(
@@ -96,6 +116,10 @@ class Espeak:
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed with data path {data!r}")
         self.sample_rate = rate
+        # espeak_Initialize seeds the noise generator of breathy voices (variants such as
+        # f2, f3) from the clock; a fixed seed makes them repeatable (0 would mean the clock).
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self._lib.espeak_ng_SetRandSeed(_RAND_SEED)
         self._chunks: list[np.ndarray] = []
         self._phones: list[tuple[str, float]] = []
         self._callback = _CALLBACK(self._on_audio)  # keep a reference: C holds the pointer

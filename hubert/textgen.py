@@ -76,7 +76,7 @@ def en_ordinal(n: int) -> str:
 
 
 def zh_number(n: int) -> str:
-    """Write 0 <= n < 10000 in Han numerals as spoken (十二, 一百零五, 两千)."""
+    """Write 0 <= n < 10000 in Han numerals as spoken (十二, 一百零五, 二千零五)."""
     if not 0 <= n < 10000:
         raise ValueError(f"zh_number supports 0..9999, got {n}")
     if n < 10:
@@ -148,8 +148,12 @@ def read_extra_text(path: str | Path) -> list[Sentence]:
     Lines in another language or that normalise to nothing are an error naming
     the line, since silently dropping a user's sentences hides a typo.
     """
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from exc
     out = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(content.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         lang, sep, text = line.partition("\t")
