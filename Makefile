@@ -39,4 +39,4 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.features --corpus data/corpus --manifests data/manifests

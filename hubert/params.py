@@ -23,10 +23,19 @@ def compose(config_dir: str | Path, overrides: list[str] | None = None, config_n
     """Compose ``config_dir/config_name.yaml`` with Hydra and return the YAML text of params.yaml."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    # `import fairseq` registers a structured schema named "config" in Hydra's
+    # global ConfigStore, which would be merged into ours; hide it while composing.
+    store = ConfigStore.instance()
+    shadowed = store.repo.pop(f"{config_name}.yaml", None)
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    finally:
+        if shadowed is not None:
+            store.repo[f"{config_name}.yaml"] = shadowed
     return OmegaConf.to_yaml(cfg)
 
 

@@ -179,3 +179,11 @@ def test_from_dict_on_real_sections():
     assert corpus.sample_rate == 16000 and corpus.imports == []
     with pytest.raises(ValueError, match=r"corpus\.synthetic: speeds"):
         from_dict(CorpusParams, {"synthetic": {"speeds": 3}}, "corpus")
+
+
+def test_compose_works_after_fairseq_registered_its_own_config_schema():
+    from fairseq.dataclass.initialize import hydra_init
+
+    hydra_init()  # what `import fairseq` does: registers a schema named "config"
+    text = compose(PARAMS, ["profile=tiny"])
+    assert "profile_name: tiny" in text

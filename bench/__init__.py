@@ -1,0 +1,1 @@
+"""On-demand benchmarks (`python -m bench.<name>`); not part of the test suite."""

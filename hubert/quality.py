@@ -1,0 +1,159 @@
+"""Label quality against phone alignments (HuBERT paper; fairseq's
+examples/hubert/measure_teacher_quality.py gives the definitions).
+
+From the frame-level joint distribution p(y, z) of phone y and unit z:
+
+- phone purity   = sum_z max_y p(y, z)   (accuracy of mapping each unit to its majority phone)
+- cluster purity = sum_y max_z p(y, z)   (accuracy of mapping each phone to its majority unit)
+- PNMI           = I(y; z) / H(y)        (fraction of phone uncertainty the unit removes)
+
+Each label frame is paired with the phone at its centre, evaluated at the
+label rate (50 Hz units are compared with alignments sampled at 50 Hz, not
+upsampled). Phones carry their language (``en:s``, ``zh:i``), so a unit shared
+by an English and a Mandarin phone counts as impure. The same quantities for
+the labels shuffled across frames (seeded permutation, same marginals) are
+the floor that finite samples give by chance.
+
+How language-specific the units are: I(z; lang) / H(lang) (normalised mutual
+information, 0 = units say nothing about the language, 1 = every unit belongs
+to one language), language purity sum_z max_l p(l, z) against the
+majority-language baseline max_l p(l), and per language the entropy (bits) of
+its unit usage and how many units it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_S = 0.025  # both MFCC frames and HuBERT CNN frames see 400 samples (25 ms) at 16 kHz
+
+
+@dataclass(frozen=True)
+class UttLabels:
+    """One distinct utterance: its language, alignment ([[phone, start_s, end_s], ...] or None)
+    and units (frames,) at the label rate."""
+
+    lang: str
+    alignment: list | None
+    units: np.ndarray
+
+
+def frame_centres(n_frames: int, rate: float, window_s: float = WINDOW_S) -> np.ndarray:
+    """(n_frames,) seconds: frame i spans [i / rate, i / rate + window_s]."""
+    return np.arange(n_frames) / rate + window_s / 2
+
+
+def segment_at(alignment: list, times: np.ndarray) -> np.ndarray:
+    """Index of the alignment segment whose [start, end) holds each time (the last one past the end)."""
+    if not alignment:
+        raise ValueError("empty alignment")
+    starts = np.asarray([float(a[1]) for a in alignment])
+    return np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(alignment) - 1)
+
+
+def phones_at(alignment: list, times: np.ndarray) -> list[str]:
+    """The phone whose [start, end) interval holds each time (the last phone past the end)."""
+    return [alignment[i][0] for i in segment_at(alignment, times)]
+
+
+def _entropy(p: np.ndarray) -> float:
+    """Entropy in bits of a probability vector (zeros ignored)."""
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    counts = np.asarray(counts, dtype=np.float64)
+    return _entropy(counts / counts.sum()) if counts.sum() > 0 else 0.0
+
+
+def mutual_information_bits(joint: np.ndarray) -> float:
+    """I(a; b) in bits from a joint count table (a along rows, b along columns)."""
+    p = np.asarray(joint, dtype=np.float64)
+    p = p / p.sum()
+    return _entropy(p.sum(1)) + _entropy(p.sum(0)) - _entropy(p.ravel())
+
+
+def purity_scores(joint: np.ndarray) -> dict[str, float]:
+    """PNMI, phone purity and cluster purity from a (phones, units) count table."""
+    p = np.asarray(joint, dtype=np.float64)
+    if p.sum() <= 0:
+        raise ValueError("empty joint table: no aligned frames to score")
+    p = p / p.sum()
+    h_y = _entropy(p.sum(1))
+    return {
+        "pnmi": mutual_information_bits(p) / h_y if h_y > 0 else 0.0,
+        "phone_purity": float(p.max(0).sum()),
+        "cluster_purity": float(p.max(1).sum()),
+    }
+
+
+def joint_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """(n_rows, n_cols) int64 co-occurrence counts of paired integer arrays."""
+    return np.bincount(rows * n_cols + cols, minlength=n_rows * n_cols).reshape(n_rows, n_cols)
+
+
+def _round(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in d.items()}
+
+
+def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int) -> dict:
+    """Quality metrics over distinct utterances (numbers only, for metrics/*.json).
+
+    Utterances without an alignment are counted and left out of the phone
+    metrics (never given made-up phones); they still count for the
+    language metrics, which need only the language.
+    """
+    langs = sorted({u.lang for u in utts})
+    rng = np.random.default_rng(seed)
+    phone_ids: dict[str, int] = {}
+    y_parts, z_parts, l_parts, lz_parts, lz_lang = [], [], [], [], []
+    for u in utts:
+        units = np.asarray(u.units, dtype=np.int64)
+        lz_parts.append(units)
+        lz_lang.append(np.full(len(units), langs.index(u.lang)))
+        if u.alignment is None or len(units) == 0:
+            continue
+        # phone ids per alignment segment, then per frame by index (no per-frame Python)
+        segment_ids = np.asarray([phone_ids.setdefault(f"{u.lang}:{seg[0]}", len(phone_ids)) for seg in u.alignment])
+        y_parts.append(segment_ids[segment_at(u.alignment, frame_centres(len(units), label_rate))])
+        z_parts.append(units)
+        l_parts.append(np.full(len(units), langs.index(u.lang)))
+    aligned = sum(u.alignment is not None for u in utts)
+    out: dict = {
+        "utterances": {"total": len(utts), "aligned": aligned, "without_alignment": len(utts) - aligned},
+        "frames": {"total": int(sum(len(u.units) for u in utts)),
+                   "aligned": int(sum(len(z) for z in z_parts))},
+    }
+    if z_parts:
+        y, z, lang = np.concatenate(y_parts), np.concatenate(z_parts), np.concatenate(l_parts)
+        z_shuffled = z[rng.permutation(len(z))]
+        n_y = len(phone_ids)
+        out.update(_round(purity_scores(joint_counts(y, z, n_y, n_clusters))))
+        out["pnmi_shuffled"] = round(purity_scores(joint_counts(y, z_shuffled, n_y, n_clusters))["pnmi"], 4)
+        out["phones"] = n_y
+    all_z, all_l = np.concatenate(lz_parts), np.concatenate(lz_lang)
+    lang_joint = joint_counts(all_l, all_z, len(langs), n_clusters)  # (langs, units)
+    h_lang = entropy_bits(lang_joint.sum(1))
+    p = lang_joint / lang_joint.sum()
+    out["language"] = {
+        "nmi": round(mutual_information_bits(lang_joint) / h_lang, 4) if h_lang > 0 else 0.0,
+        "purity": round(float(p.max(0).sum()), 4),
+        "majority_baseline": round(float(p.sum(1).max()), 4),
+    }
+    per_lang = {}
+    for li, name in enumerate(langs):
+        block: dict = {"utterances": sum(u.lang == name for u in utts),
+                       "usage_entropy_bits": round(entropy_bits(lang_joint[li]), 4),
+                       "units_used": int((lang_joint[li] > 0).sum())}
+        if z_parts:
+            sel = lang == li
+            if sel.any():
+                block.update(_round(purity_scores(joint_counts(y[sel], z[sel], n_y, n_clusters))))
+                z_lang = z[sel][rng.permutation(int(sel.sum()))]  # shuffled within the language
+                block["pnmi_shuffled"] = round(purity_scores(joint_counts(y[sel], z_lang, n_y, n_clusters))["pnmi"], 4)
+        per_lang[name] = block
+    out["per_language"] = per_lang
+    return out

@@ -1,0 +1,126 @@
+"""Stages features + kmeans end to end on the tiny profile (iteration 1 MFCC, iteration 2
+from a tiny HuBERT checkpoint), and the labels as fairseq's HubertDataset reads them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from hubert import labels as L
+from stages import features as features_stage
+from stages import kmeans as kmeans_stage
+from tests._labels_fixtures import make_tiny_checkpoint
+
+
+def _run(iteration, params, manifests, corpus, work, checkpoint=None):
+    feats, labels, metrics = work / f"features/{iteration}", work / f"labels/{iteration}", work / f"{iteration}.json"
+    argv = ["--params", str(params), "--iteration", iteration, "--manifests", str(manifests), "--out", str(feats)]
+    features_stage.main(argv + (["--checkpoint", str(checkpoint)] if checkpoint else []))
+    kmeans_stage.main(["--params", str(params), "--iteration", iteration, "--features", str(feats),
+                       "--manifests", str(manifests), "--corpus", str(corpus), "--out", str(labels),
+                       "--metrics", str(metrics)])
+    return feats, labels, json.loads(metrics.read_text())
+
+
+@pytest.fixture(scope="module")
+def iter1(tiny_params, tiny_manifests, tiny_corpus, tmp_path_factory):
+    work = tmp_path_factory.mktemp("labels")
+    return (work, *_run("iter1", tiny_params, tiny_manifests, tiny_corpus, work))
+
+
+def _leaves(d):
+    for v in d.values():
+        yield from (_leaves(v) if isinstance(v, dict) else [v])
+
+
+def test_iter1_outputs(iter1, tiny_params, tiny_manifests):
+    work, feats, labels, metrics = iter1
+    k = yaml.safe_load(tiny_params.read_text())["labels"]["iter1"]["kmeans"]["n_clusters"]
+    assert sorted(p.name for p in feats.iterdir()) == sorted(
+        f"{s}_{r}_2.{e}" for s in ("train", "valid") for r in range(2) for e in ("npy", "len"))
+    assert sorted(p.name for p in labels.iterdir()) == sorted(
+        ["train.km", "valid.km", "dict.km.txt", "kmeans.joblib", "label_rate.json"])
+    assert L.read_label_rate(labels) == 100.0
+    assert (labels / "dict.km.txt").read_text().splitlines()[-1].startswith(f"{k - 1} ")
+    assert len((labels / "dict.km.txt").read_text().splitlines()) == k
+    for split in ("train", "valid"):
+        tsv_lines = len((tiny_manifests / f"{split}.tsv").read_text().splitlines()) - 1
+        assert len((labels / f"{split}.km").read_text().splitlines()) == tsv_lines
+        L.check_labels(tiny_manifests / f"{split}.tsv", labels / f"{split}.km", labels / "dict.km.txt", 100)
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _leaves(metrics))
+    assert metrics["label_rate"] == 100.0 and metrics["n_clusters"] == k
+    assert metrics["utterances"]["without_alignment"] == 0 and metrics["utterances"]["aligned"] > 0
+    assert 0 < metrics["pnmi_shuffled"] < metrics["pnmi"] < 1
+    assert set(metrics["per_language"]) == {"en", "zh"}
+    assert metrics["chance_bits"] == pytest.approx(math.log2(k + 4), abs=1e-4)
+    assert 0 < metrics["label_prior_entropy_bits"] <= math.log2(k)
+    assert metrics["inertia_per_frame"]["train"] > 0
+
+
+def test_iter1_quality_counts_distinct_utterances(iter1, tiny_manifests):
+    _, _, _, metrics = iter1
+    distinct = {line.split("\t")[0] for s in ("train", "valid")
+                for line in (tiny_manifests / f"{s}.tsv").read_text().splitlines()[1:]}
+    assert metrics["utterances"]["total"] == len(distinct)
+
+
+def test_kmeans_rerun_is_deterministic_and_rewrites_the_dictionary(iter1, tiny_params, tiny_manifests, tiny_corpus):
+    work, feats, labels, _ = iter1
+    before = {p.name: p.read_bytes() for p in labels.iterdir() if p.suffix in (".km", ".txt", ".json")}
+    again = work / "again"
+    kmeans_stage.main(["--params", str(tiny_params), "--iteration", "iter1", "--features", str(feats),
+                       "--manifests", str(tiny_manifests), "--corpus", str(tiny_corpus), "--out", str(labels),
+                       "--metrics", str(again / "m.json")])
+    after = {p.name: p.read_bytes() for p in labels.iterdir() if p.suffix in (".km", ".txt", ".json")}
+    assert after == before
+
+
+def test_labels_load_in_fairseqs_hubert_dataset(iter1, tiny_manifests):
+    from fairseq.data import Dictionary, HubertDataset
+    from fairseq.tasks.hubert_pretraining import LabelEncoder
+
+    _, _, labels, _ = iter1
+    dictionary = Dictionary.load(str(labels / "dict.km.txt"))
+    rate = L.read_label_rate(labels)
+    ds = HubertDataset(str(tiny_manifests / "valid.tsv"), sample_rate=16000, label_paths=[str(labels / "valid.km")],
+                       label_rates=rate, pad_list=[dictionary.pad()], eos_list=[dictionary.eos()],
+                       label_processors=[LabelEncoder(dictionary)], pad_audio=False, random_crop=False)
+    item = ds[0]
+    target = item["label_list"][0]
+    assert len(target) == len((labels / "valid.km").read_text().splitlines()[0].split())
+    assert (target >= dictionary.nspecial).all()  # no <unk>: every unit is in the dictionary
+
+
+def test_iter2_from_a_hubert_checkpoint(tiny_params, tiny_manifests, tiny_corpus, tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "checkpoint_best.pt")
+    feats, labels, metrics = _run("iter2", tiny_params, tiny_manifests, tiny_corpus, tmp_path, checkpoint=ckpt)
+    assert L.read_label_rate(labels) == 50.0 and metrics["label_rate"] == 50.0
+    L.check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 50)
+    with pytest.raises(L.LabelRateError):
+        L.check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 100)
+
+
+def test_features_stage_rejects_a_missing_checkpoint(tiny_params, tiny_manifests, tmp_path):
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        features_stage.main(["--params", str(tiny_params), "--iteration", "iter2", "--manifests",
+                             str(tiny_manifests), "--out", str(tmp_path / "f")])
+    with pytest.raises(KeyError, match="labels.iter9"):
+        features_stage.main(["--params", str(tiny_params), "--iteration", "iter9", "--manifests",
+                             str(tiny_manifests), "--out", str(tmp_path / "f")])
+
+
+def test_kmeans_stage_rejects_stale_features(iter1, tiny_params, tiny_manifests, tiny_corpus, tmp_path):
+    _, feats, _, _ = iter1
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for split in ("train", "valid"):
+        lines = (tiny_manifests / f"{split}.tsv").read_text().splitlines(keepends=True)
+        (manifests / f"{split}.tsv").write_text("".join(lines[:-1] if split == "valid" else lines))
+    with pytest.raises(ValueError, match="features are stale"):
+        kmeans_stage.main(["--params", str(tiny_params), "--iteration", "iter1", "--features", str(feats),
+                           "--manifests", str(manifests), "--corpus", str(tiny_corpus), "--out", str(tmp_path / "l"),
+                           "--metrics", str(tmp_path / "m.json")])
+    assert not (tmp_path / "l").exists()
