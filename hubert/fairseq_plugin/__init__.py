@@ -1,0 +1,62 @@
+"""fairseq user_dir plugin: what fairseq-fixed 0.12.3.1 on torch 2.14 needs for HuBERT pretraining.
+
+fairseq's command-line tools import ``common.user_dir`` (this directory) as a
+top-level module before they build the task or load any checkpoint, so this is
+the one place that runs inside fairseq's own processes (every distributed
+worker included). The generated configs set ``common.user_dir:
+hubert/fairseq_plugin`` (relative to the repository root, which is the
+training process's working directory).
+
+Two fixes for HuBERT pretraining:
+
+1. torch >= 2.6 loads checkpoints with ``weights_only=True``, and fairseq's
+   resume from ``checkpoint_last.pt`` then fails on the one fairseq class a
+   HuBERT checkpoint holds, ``fairseq.data.dictionary.Dictionary``
+   (``task_state``). We add that class to torch's allow-list for the training
+   process; the weights-only unpickler stays on, so a checkpoint carrying any
+   other global (a reduce to os.system, ...) is still refused. The allow-list
+   is hubert.checkpoint's, so the library's loads and fairseq's accept exactly
+   the same classes.
+2. fairseq-fixed's compute_mask_indices draws each row's mask from
+   ``np.random.default_rng(None)`` (operating-system entropy) unless it is given
+   seed, epoch and indices, which HubertModel.apply_mask never passes: masks,
+   and so losses and checkpoints, differed from run to run whatever
+   common.seed said. HuBERT's masking now takes its seed from torch's
+   generator, which fairseq's trainer re-seeds with common.seed + num_updates
+   before every update, so runs are reproducible and a resumed run masks its
+   updates as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from fairseq.data.data_utils import compute_mask_indices
+from fairseq.models.hubert import hubert as fairseq_hubert
+
+from hubert.checkpoint import allowed_globals
+
+torch.serialization.add_safe_globals(allowed_globals())
+
+
+def seeded_compute_mask_indices(shape, padding_mask, *args, **kwargs):
+    """fairseq's compute_mask_indices, seeded from torch's generator when the caller gives no seed."""
+    if kwargs.get("seed") is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            seed += torch.distributed.get_rank()  # every rank gets the same torch seed: decorrelate their masks
+        batch = shape[0]
+        kwargs.update(seed=seed, epoch=0, indices=torch.arange(batch))
+    return compute_mask_indices(shape, padding_mask, *args, **kwargs)
+
+
+fairseq_hubert.compute_mask_indices = seeded_compute_mask_indices
+
+# fairseq imports a user_dir by putting its parent (our hubert/ package
+# directory) first on sys.path. Left there, hubert's modules (audio, features,
+# labels, params, ...) would shadow any top-level module of the same name that
+# fairseq or its dependencies import later in this process.
+_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _PARENT]

@@ -1,0 +1,395 @@
+"""hubert.fairseq_run without training: params, config, batch arithmetic, log
+parsing, the loss check, the resume decision, metrics; and the fairseq plugin."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hubert import fairseq_run as F
+from tests._pretrain_fixtures import compose_params, forget_fairseq_schema  # noqa: F401 (autouse)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def section(profile: str, *overrides: str) -> dict:
+    return yaml.safe_load(compose_params([f"profile={profile}", *overrides]))["pretrain"]
+
+
+def params(profile: str = "tiny", *overrides: str) -> F.PretrainParams:
+    return F.iteration_params(section(profile, *overrides), "iter1")
+
+
+def config(p: F.PretrainParams, **kw) -> dict:
+    args = dict(manifests="data/manifests", labels="data/labels/iter1", label_rate=100.0,
+                save_dir="data/pretrain/iter1/checkpoints", sample_rate=16000, user_dir="hubert/fairseq_plugin")
+    args.update(kw)
+    return F.fairseq_config(p, **args)
+
+
+# ---------------------------------------------------------------- params
+@pytest.mark.parametrize("profile", ["tiny", "demo", "base"])
+def test_every_profile_builds_both_iterations(profile):
+    for iteration in F.ITERATIONS:
+        p = F.iteration_params(section(profile), iteration)
+        assert isinstance(p.model, F.ModelParams) and p.optimization.max_update > 0
+
+
+def test_demo_profile_is_the_measured_cpu_model():
+    p = params("demo")
+    m = p.model
+    assert (m.conv_channels, m.encoder_layers, m.encoder_embed_dim, m.encoder_ffn_embed_dim, m.final_dim) == \
+        (128, 4, 256, 1024, 64)
+    assert ast.literal_eval(m.conv_feature_layers()) == [(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2
+    assert (p.optimization.lr, p.optimization.warmup_updates, p.optimization.max_update) == (5e-4, 50, 3800)
+    assert (p.batch.max_tokens, p.batch.max_sample_size) == (320000, 64000)
+    assert (p.hardware.gpus, p.hardware.precision) == (0, "fp32")
+
+
+def test_base_profile_is_hubert_base_with_the_users_settings_and_the_reference_batch():
+    p = params("base")
+    m = p.model
+    assert (m.conv_channels, m.encoder_layers, m.encoder_embed_dim, m.final_dim) == (512, 12, 768, 256)
+    assert (m.mask_prob, m.feature_grad_mult, m.untie_final_proj) == (0.8, 0.1, True)
+    assert p.batch.max_tokens == 1_400_000 and p.optimization.max_update == 400_000
+    assert p.optimization.warmup_updates == 32000 and p.optimization.lr == 2.5e-4
+    assert p.hardware.precision == "fp16"
+    assert F.effective_batch(p.hardware, p.batch, 16000)["ratio_to_reference"] == pytest.approx(1.0)
+
+
+def test_iteration_block_overrides_only_its_iteration():
+    s = section("tiny", "+pretrain.iter2.hardware.num_workers=3", "+pretrain.iter2.optimization.max_update=7")
+    one, two = F.iteration_params(s, "iter1"), F.iteration_params(s, "iter2")
+    assert (one.hardware.num_workers, one.optimization.max_update) == (0, 40)
+    assert (two.hardware.num_workers, two.optimization.max_update) == (3, 7)
+    assert two.model == one.model
+
+
+def test_unknown_keys_are_errors():
+    s = section("tiny")
+    with pytest.raises(ValueError, match=r"pretrain.iter1.model.mask_probb"):
+        F.iteration_params({**s, "iter1": {"model": {"mask_probb": 0.5}}}, "iter1")
+    with pytest.raises(ValueError, match="unknown key"):
+        F.iteration_params({**s, "model": {**s["model"], "dropuot": 0.1}}, "iter1")
+    with pytest.raises(ValueError, match="unknown iteration"):
+        F.iteration_params(s, "iter3")
+
+
+@pytest.mark.parametrize("block,change,message", [
+    ("hardware", {"gpus": 0, "precision": "fp16"}, "needs GPUs"),
+    ("hardware", {"precision": "fp8"}, "fp32, fp16, bf16"),
+    ("batch", {"max_tokens": 1000}, "one cropped clip would not fit"),
+    ("batch", {"update_freq": 0}, "update_freq"),
+    ("model", {"encoder_attention_heads": 3}, "must divide encoder_embed_dim"),
+    ("optimization", {"warmup_updates": 40}, "warmup_updates"),
+    ("schedule", {"log_interval": 0}, "log_interval"),
+])
+def test_bad_values_are_rejected_with_the_key(block, change, message):
+    s = section("tiny")
+    with pytest.raises(ValueError, match=message):
+        F.iteration_params({**s, block: {**s[block], **change}}, "iter1")
+
+
+# ---------------------------------------------------------------- config
+def test_config_is_complete_relative_and_carries_the_label_set():
+    p = params("tiny")
+    cfg = config(p, label_rate=50.0)
+    assert cfg["task"]["label_rate"] == cfg["model"]["label_rate"] == 50.0
+    assert (cfg["task"]["data"], cfg["task"]["label_dir"], cfg["task"]["labels"]) == \
+        ("data/manifests", "data/labels/iter1", ["km"])
+    assert cfg["checkpoint"]["save_dir"] == "data/pretrain/iter1/checkpoints"
+    assert cfg["common"]["user_dir"] == "hubert/fairseq_plugin"
+    assert cfg["hydra"] == {"run": {"dir": "."}, "output_subdir": None}
+    assert cfg["common"]["cpu"] is True and cfg["distributed_training"]["distributed_world_size"] == 1
+    assert cfg["common"]["seed"] == p.seed and cfg["common"]["log_format"] == "json"
+    assert cfg["dataset"]["required_batch_size_multiple"] == 1
+    assert ast.literal_eval(cfg["model"]["conv_feature_layers"]) == [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
+    assert cfg["model"]["final_dim"] == p.model.final_dim and "conv_channels" not in cfg["model"]
+    assert cfg["optimizer"]["adam_betas"] == "(0.9,0.98)"
+    assert cfg["criterion"]["loss_weights"] == [p.loss.features_pen_weight]
+    text = F.config_yaml(cfg, "data/pretrain/iter1")
+    assert yaml.safe_load(text) == cfg
+    assert "/work" not in text and "/tmp" not in text
+
+
+def test_every_config_key_exists_in_fairseqs_schema():
+    """Keys fairseq does not know are errors (or need `++`): the generated config uses none."""
+    from fairseq.criterions.hubert_criterion import HubertCriterionConfig
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.models.hubert.hubert import HubertConfig
+    from fairseq.optim.adam import FairseqAdamConfig
+    from fairseq.optim.lr_scheduler.polynomial_decay_schedule import PolynomialDecayLRScheduleConfig
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+
+    schemas = {"task": HubertPretrainingConfig, "model": HubertConfig, "criterion": HubertCriterionConfig,
+               "optimizer": FairseqAdamConfig, "lr_scheduler": PolynomialDecayLRScheduleConfig}
+    top = typing.get_type_hints(FairseqConfig)
+    tiny, base = config(params("tiny")), config(params("base"))  # CPU and GPU settings
+    assert "data_buffer_size" in tiny["dataset"] and "data_buffer_size" not in base["dataset"]
+    for cfg in (tiny, base):
+        for group, values in cfg.items():
+            if group in ("defaults", "hydra"):
+                continue
+            schema = schemas.get(group) or top[group]
+            names = {f.name for f in dataclasses.fields(schema)}
+            unknown = set(values) - names - {"_name"}
+            assert not unknown, f"{group}: {unknown}"
+
+
+@pytest.mark.parametrize("precision,flags", [("fp32", (False, False)), ("fp16", (True, False)),
+                                             ("bf16", (False, True))])
+def test_precision_and_gpus_reach_fairseq(precision, flags):
+    s = section("base")
+    p = F.iteration_params({**s, "hardware": {**s["hardware"], "gpus": 4, "precision": precision}}, "iter1")
+    cfg = config(p)
+    assert (cfg["common"]["fp16"], cfg["common"]["bf16"]) == flags
+    assert cfg["common"]["cpu"] is False
+    assert cfg["distributed_training"]["distributed_world_size"] == 4
+    assert cfg["optimization"]["update_freq"] == [p.batch.update_freq]
+
+
+def test_portable_path_is_relative_inside_the_root_only(tmp_path):
+    assert F.portable_path(tmp_path / "data" / "x", tmp_path) == "data/x"
+    assert F.portable_path("data/x", Path.cwd()) == "data/x"
+    assert F.portable_path("/elsewhere/y", tmp_path) == "/elsewhere/y"
+    assert F.plugin_dir(REPO) == "hubert/fairseq_plugin"
+
+
+def test_devices_are_checked_before_launching():
+    F.check_devices(params("tiny").hardware)  # CPU: nothing to check
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(ValueError, match="hardware.gpus=8"):
+            F.check_devices(params("base").hardware)
+
+
+# ---------------------------------------------------------------- batch arithmetic
+def test_effective_batch_against_the_reference():
+    h = F.HardwareParams(gpus=4, precision="fp16", num_workers=6)
+    b = F.BatchParams(max_tokens=1_400_000, update_freq=1, max_sample_size=250000, min_sample_size=32000)
+    four = F.effective_batch(h, b, 16000)
+    assert four["ratio_to_reference"] == pytest.approx(1 / 8)  # REFERENCE: 4 GPUs are 1/8 of the batch
+    assert four["reference_hours_per_update"] == pytest.approx(32 * 1.4e6 / 16000 / 3600)
+    assert four["hours_per_update"] == pytest.approx(4 * 1.4e6 / 16000 / 3600)
+    eight = F.effective_batch(h, dataclasses.replace(b, update_freq=8), 16000)
+    assert eight["ratio_to_reference"] == pytest.approx(1.0)  # ... and update_freq 8 restores it
+    cpu = F.effective_batch(F.HardwareParams(0, "fp32", 0), dataclasses.replace(b, max_tokens=320000), 16000)
+    assert cpu["workers"] == 1 and cpu["hours_per_update"] == pytest.approx(20 / 3600)
+    assert "1/8 of it" in F.describe_batch(four)
+
+
+# ---------------------------------------------------------------- log records
+FAIRSEQ_LINE = ('2026-11-24 02:52:09 | INFO | train_inner | {"epoch": 1, "update": 0.083, "loss": "7.544", '
+                '"count_m_0": "135", "count_u_0": "150", "loss_m_0": "5.406", "loss_u_0": "5.918", '
+                '"loss_features_pen": "2.138", "correct_m_0": "0.037037", "correct_u_0": "0.0133333", '
+                '"ppl": "186.65", "num_updates": "1", "lr": "0.000166667", "gnorm": "3.8", "wall": "2"}')
+VALID_LINE = ('[2026-11-24 02:46:14,240][valid][INFO] - {"epoch": 1, "valid_loss": "6.15", '
+              '"valid_count_m_0": "143", "valid_loss_m_0": "4.975", "valid_correct_m_0": "0.0415593", '
+              '"valid_num_updates": "5"}')
+EPOCH_LINE = '2026-11-24 02:52:09 | INFO | train | {"epoch": 1, "train_loss": "9.806", "train_wall": "2"}'
+
+
+def test_parse_log_line_reads_both_log_formats():
+    tag, stats = F.parse_log_line(FAIRSEQ_LINE)
+    assert tag == "train_inner" and stats["loss_m_0"] == 5.406 and stats["num_updates"] == 1.0
+    tag, stats = F.parse_log_line(VALID_LINE)
+    assert tag == "valid" and stats == {"epoch": 1.0, "loss": 6.15, "count_m_0": 143.0, "loss_m_0": 4.975,
+                                        "correct_m_0": 0.0415593, "num_updates": 5.0}
+    tag, stats = F.parse_log_line(EPOCH_LINE)
+    assert tag == "train" and stats == {"epoch": 1.0, "loss": 9.806, "wall": 2.0}
+    assert F.parse_log_line("2026-11-24 | INFO | fairseq.trainer | Saving checkpoint to x") is None
+    assert F.parse_log_line("2026 | INFO | train_inner | {not json") is None
+
+
+def test_plot_values_and_throughput():
+    _, stats = F.parse_log_line(FAIRSEQ_LINE)
+    first = F.Record("train_inner", 1, stats, train_s=2.0, audio_s=(135 + 150) * 0.02)
+    second = F.Record("train_inner", 3, stats, train_s=3.0, audio_s=first.audio_s + 2 * 285 * 0.02)
+    chance = F.chance_bits(100)
+    v = F.plot_values(second, first, chance)
+    assert v["loss_m"] == 5.406 and v["accuracy_m"] == 0.037037 and v["features_pen"] == 2.138
+    assert v["loss_u"] == 5.918 and v["lr"] == 0.000166667 and v["gnorm"] == 3.8 and v["loss"] == 7.544
+    assert v["audio_s_per_s"] == pytest.approx(2 * 285 * 0.02 / 1.0)
+    assert v["loss_m_over_chance"] == pytest.approx(5.406 / math.log2(104))
+    assert F.plot_values(first, None, chance)["audio_s_per_s"] == pytest.approx(285 * 0.02 / 2.0)
+    valid = F.Record("valid", 5, F.parse_log_line(VALID_LINE)[1], 4.0, 0.0)
+    assert "audio_s_per_s" not in F.plot_values(valid, None, chance)
+    assert F.Record.from_json(second.to_json()) == second
+
+
+# ---------------------------------------------------------------- loss check
+def test_first_loss_at_chance_passes():
+    assert F.check_first_loss(6.85, 100, 100, "d/dict.km.txt") is None  # log2(104) = 6.70, +2%
+    assert F.check_first_loss(4.70, 20, 20, "d/dict.km.txt") is None
+
+
+def test_first_loss_at_another_dictionarys_chance_is_diagnosed():
+    problem = F.check_first_loss(9.0, 20, 500, "d/dict.km.txt")  # labels 0..19, a K=500 dictionary
+    assert problem and "log2(20 + 4) = 4.585" in problem and "500 units" in problem
+    assert "does not belong to these labels" in problem
+
+
+def test_collapsed_first_loss_is_diagnosed():
+    problem = F.check_first_loss(0.4, 100, 100, "d/dict.km.txt")
+    assert problem and "<unk>" in problem and "empty dictionary" in problem
+    assert F.check_first_loss(6.70 * 1.11, 100, 100, "d") and F.check_first_loss(6.70 * 0.89, 100, 100, "d")
+
+
+# ---------------------------------------------------------------- labels
+def test_read_label_set(tmp_path):
+    from tests._pretrain_fixtures import write_labels
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for split in ("train", "valid"):
+        (manifests / f"{split}.tsv").write_text("root\n" + "".join(f"a{i}.wav\t{16000 + 800 * i}\n"
+                                                                    for i in range(6)))
+    write_labels(manifests, tmp_path / "labels", units=7, dict_units=9)
+    labels = F.read_label_set(manifests, tmp_path / "labels", 16000)
+    counts = np.bincount(np.concatenate([np.array(line.split(), dtype=int) for line in
+                                         (tmp_path / "labels" / "train.km").read_text().splitlines()]))
+    p = counts / counts.sum()
+    assert (labels.units, labels.units_in_labels, labels.label_rate) == (9, 7, 100.0)
+    assert labels.prior_entropy_bits == pytest.approx(-(p * np.log2(p)).sum())
+    assert labels.chance_bits == pytest.approx(math.log2(13))
+    (tmp_path / "labels" / "dict.km.txt").write_text("")
+    from hubert.labels import DictionaryError
+
+    with pytest.raises(DictionaryError, match="empty"):
+        F.read_label_set(manifests, tmp_path / "labels", 16000)
+
+
+# ---------------------------------------------------------------- resume decision
+def fake_checkpoint(path: Path, updates: int) -> None:
+    torch.save({"model": {}, "optimizer_history": [{"num_updates": updates}]}, path)
+
+
+def write_log(save_dir: Path, steps: list[int]) -> None:
+    save_dir.mkdir(parents=True, exist_ok=True)
+    recs = [F.Record("train_inner", s, {"loss_m_0": 1.0}, float(s), float(s)) for s in steps]
+    (save_dir / F.LOG_FILE).write_text("".join(r.to_json() + "\n" for r in recs))
+
+
+def test_resume_only_under_the_same_fingerprint(tmp_path):
+    save = tmp_path / "ckpt"
+    resume, why = F.prepare_save_dir(save, "a" * 64)
+    assert resume == 0 and "starting from update 0" in why
+    fake_checkpoint(save / F.LAST, 10)
+    write_log(save, [2, 4, 10, 12, 14])  # logged after the checkpoint, then killed
+    resume, why = F.prepare_save_dir(save, "a" * 64)
+    assert resume == 10 and "resuming" in why and "update 10" in why
+    assert [r.step for r in F.read_log(save)] == [2, 4, 10]  # fairseq redoes 11..14
+    assert (save / F.LAST).is_file()
+    resume, why = F.prepare_save_dir(save, "b" * 64)
+    assert resume == 0 and "changed" in why and "starting over" in why
+    assert not (save / F.LAST).exists() and F.read_log(save) == []
+    assert json.loads((save / F.RUN_FILE).read_text())["fingerprint"] == "b" * 64
+
+
+def test_checkpoint_without_its_training_log_starts_over(tmp_path):
+    save = tmp_path / "ckpt"
+    F.prepare_save_dir(save, "a" * 64)
+    fake_checkpoint(save / F.LAST, 10)
+    resume, why = F.prepare_save_dir(save, "a" * 64)
+    assert resume == 0 and "train_log.jsonl is missing" in why and not (save / F.LAST).exists()
+
+
+def test_unreadable_last_checkpoint_starts_over(tmp_path):
+    save = tmp_path / "ckpt"
+    F.prepare_save_dir(save, "a" * 64)
+    (save / F.LAST).write_bytes(b"cut short")
+    resume, why = F.prepare_save_dir(save, "a" * 64)
+    assert resume == 0 and "cannot be read" in why and not (save / F.LAST).exists()
+
+
+def test_fingerprint_follows_config_and_input_bytes_not_their_location(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "clone" / "b"
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "train.km").write_text("1 2 3\n")
+    fa = F.fingerprint("cfg", [a / "train.km"])
+    assert fa == F.fingerprint("cfg", [b / "train.km"])
+    assert fa != F.fingerprint("cfg2", [a / "train.km"])
+    (b / "train.km").write_text("1 2 4\n")
+    assert fa != F.fingerprint("cfg", [b / "train.km"])
+
+
+# ---------------------------------------------------------------- metrics
+def test_final_metrics_against_chance_and_prior():
+    labels = F.LabelSet(label_rate=100.0, units=100, units_in_labels=100, prior_entropy_bits=6.42)
+    stats = lambda loss, acc: {"loss_m_0": loss, "correct_m_0": acc, "count_m_0": 500.0, "count_u_0": 375.0}
+    records = [F.Record("train_inner", 10, stats(6.8, 0.01), 5.0, 10 * 875 * 0.02),
+               F.Record("valid", 10, stats(6.7, 0.02), 5.5, 0.0),
+               F.Record("train_inner", 20, stats(5.0, 0.15), 10.0, 20 * 875 * 0.02)]
+    h = F.HardwareParams(0, "fp32", 0)
+    b = F.BatchParams(320000, 1, 64000, 16000)
+    m = F.final_metrics(records, labels, F.effective_batch(h, b, 16000), 0.02)
+    assert m["labels"]["chance_bits"] == pytest.approx(math.log2(104), abs=1e-6)
+    assert (m["loss_m"]["first"], m["loss_m"]["last"], m["loss_m"]["valid_last"]) == (6.8, 5.0, 6.7)
+    assert m["loss_m"]["last_over_chance"] == pytest.approx(5.0 / math.log2(104), abs=1e-6)
+    assert m["loss_m"]["last_minus_prior_bits"] == pytest.approx(5.0 - 6.42)
+    assert m["accuracy_m"] == {"last": 0.15, "valid_last": 0.02}
+    assert m["training"]["updates"] == 20 and m["training"]["audio_s_per_update"] == pytest.approx(17.5)
+    assert m["training"]["audio_s_per_s"] == pytest.approx(20 * 17.5 / 10.0)
+    assert m["batch"]["ratio_to_reference"] == pytest.approx(320000 / 44.8e6, abs=1e-6)
+
+    def numbers_only(tree):
+        return all(numbers_only(v) if isinstance(v, dict) else isinstance(v, (int, float)) for v in tree.values())
+
+    assert numbers_only(m)
+    assert "below the prior" in F.verdict(m) and "NOT" not in F.verdict(m)
+
+
+# ---------------------------------------------------------------- plugin
+PLUGIN_PROBE = textwrap.dedent("""
+    import pickle, sys, torch
+    from argparse import Namespace
+    from fairseq import utils
+    from fairseq.data.dictionary import Dictionary
+    d = Dictionary()
+    d.add_symbol("0")
+    torch.save({"model": {}, "task_state": {"dictionaries": [d]}}, "dict.pt")
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model": {}, "x": Evil()}, "evil.pt")
+    try:
+        torch.load("dict.pt")
+        print("dict: loaded before the plugin")
+    except pickle.UnpicklingError:
+        print("dict: refused before the plugin")
+    utils.import_user_module(Namespace(user_dir=sys.argv[1]))
+    print("dict:", len(torch.load("dict.pt")["task_state"]["dictionaries"][0]), "symbols after the plugin")
+    try:
+        torch.load("evil.pt")
+        print("evil: loaded")
+    except pickle.UnpicklingError:
+        print("evil: refused")
+    print("hubert dir on sys.path:", any(p.rstrip("/").endswith("/hubert") for p in sys.path))
+""")
+
+
+def test_plugin_allows_fairseqs_dictionary_and_nothing_else(tmp_path):
+    """As fairseq imports it (common.user_dir), in a fresh process: the allow-list is process-wide there."""
+    proc = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, str(REPO / "hubert" / "fairseq_plugin")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dict: refused before the plugin" in out
+    assert "dict: 5 symbols after the plugin" in out
+    assert "evil: refused" in out and "pwned" not in out
+    assert "hubert dir on sys.path: False" in out
