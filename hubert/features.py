@@ -335,6 +335,36 @@ class HubertFeatureReader:
                 out.append(feats[0])  # (frames_chunk, dim)
         return torch.cat(out, 0).float().cpu().numpy()
 
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.encoder.layers)
+
+    def get_feats_all_layers(self, waveform: np.ndarray) -> np.ndarray:
+        """(num_samples,) -> (n_layers, frames, dim) float32: every transformer layer from one forward pass.
+
+        ``[l - 1]`` equals :meth:`get_feats` of a reader for layer ``l``
+        (whatever ``self.layer`` is). HubertModel.extract_features drops the
+        encoder's per-layer outputs (``layer_results``), so its steps run here
+        as in :meth:`_run_batch`, up to the last layer, without padding.
+        Thread-safe like :meth:`get_feats` (no hooks on the shared model).
+        """
+        x = self._prepare(waveform)
+        m = self.model
+        out = []
+        with torch.inference_mode():
+            for s, e in self.chunks(x.numel()):
+                feats = m.forward_features(x[s:e].view(1, -1)).transpose(1, 2)  # (1, frames, channels)
+                feats = m.layer_norm(feats)
+                if m.post_extract_proj is not None:
+                    feats = m.post_extract_proj(feats)
+                # layer_results: per layer (output (frames, 1, dim), attention, pre-FFN output)
+                _, layer_results = m.encoder(feats, padding_mask=None, layer=self.n_layers - 1)
+                if len(layer_results) != self.n_layers:  # layerdrop skips layers in training mode only
+                    raise RuntimeError(f"the encoder returned {len(layer_results)} layer results for "
+                                       f"{self.n_layers} layers; is the model in eval mode?")
+                out.append(torch.stack([r[0][:, 0] for r in layer_results]))  # (n_layers, frames_chunk, dim)
+        return torch.cat(out, 1).float().cpu().numpy()
+
     def get_feats_batch(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
         """Many utterances -> list of (frames_i, dim), same values as :meth:`get_feats` each.
 

@@ -1,0 +1,112 @@
+"""Stage layers (PNMI of every layer of a HuBERT checkpoint) on the tiny profile, and the one-pass
+all-layer features it is built on."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hubert.features import HubertFeatureReader, read_tsv, read_waveform
+from hubert.params import from_dict
+from stages import layers as layers_stage
+from tests._labels_fixtures import make_tiny_checkpoint
+
+N_LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", layers=N_LAYERS)
+
+
+@pytest.fixture(scope="module")
+def sweep(one_thread, ckpt, tiny_params, tiny_manifests, tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("layers") / "layers_iter1.json"
+    returned = layers_stage.main(["--params", str(tiny_params), "--iteration", "iter2", "--checkpoint", str(ckpt),
+                                  "--manifests", str(tiny_manifests), "--corpus", str(tiny_corpus),
+                                  "--metrics", str(out)])
+    metrics = json.loads(out.read_text())
+    assert metrics == returned
+    return metrics
+
+
+def _leaves(d):
+    for v in d.values():
+        yield from (_leaves(v) if isinstance(v, dict) else [v])
+
+
+def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
+    keys = {f"layer_{i}" for i in range(1, N_LAYERS + 1)}
+    for name in layers_stage.SCORES:
+        assert set(sweep[name]) == keys
+    pnmi = [sweep["pnmi"][f"layer_{i}"] for i in range(1, N_LAYERS + 1)]
+    assert sweep["best_layer"] == int(np.argmax(pnmi)) + 1
+    assert sweep["best_pnmi"] == max(pnmi)
+    assert sweep["best_minus_mfcc"] == pytest.approx(max(pnmi) - sweep["mfcc"]["pnmi"], abs=2e-4)
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _leaves(sweep))
+    kmeans = yaml.safe_load(tiny_params.read_text())["labels"]["iter2"]["kmeans"]
+    assert sweep["n_layers"] == N_LAYERS and sweep["n_clusters"] == kmeans["n_clusters"]
+    assert sweep["label_rate"] == 50.0
+    for scores in [sweep["mfcc"]] + [{n: sweep[n][k] for n in layers_stage.SCORES} for k in keys]:
+        assert 0 <= scores["pnmi_shuffled"] < 1 and 0 < scores["pnmi"] < 1 and 0 < scores["phone_purity"] <= 1
+    # MFCC clusters phones far better than the layers of an untrained model
+    assert sweep["mfcc"]["pnmi"] > max(pnmi) and sweep["mfcc"]["pnmi"] > 3 * sweep["mfcc"]["pnmi_shuffled"]
+
+
+def test_sweep_covers_the_distinct_train_and_valid_utterances(sweep, tiny_manifests):
+    rows = {s: {rel for rel, _ in read_tsv(tiny_manifests / f"{s}.tsv")[1]} for s in ("train", "valid")}
+    # the tiny corpus is under labels.sweep.max_utterances: every distinct utterance, train ones fit
+    assert sweep["utterances"] == sweep["aligned_utterances"] == len(rows["train"] | rows["valid"])
+    assert sweep["fit_utterances"] == len(rows["train"])
+    assert 0 < sweep["fit_frames"] < sweep["frames"]
+
+
+def test_all_layers_in_one_pass_equal_the_single_layer_reader(one_thread, ckpt, tiny_manifests):
+    root, rows = read_tsv(tiny_manifests / "valid.tsv")
+    wav = read_waveform(os.path.join(root, rows[0][0]), rows[0][1], 16000)
+    for chunk in (1_600_000, 16_000):  # one piece, and fairseq's chunking of long audio
+        every = HubertFeatureReader(ckpt, 1, chunk_samples=chunk).get_feats_all_layers(wav)
+        assert every.shape[0] == N_LAYERS and every.dtype == np.float32
+        for layer in range(1, N_LAYERS + 1):
+            single = HubertFeatureReader(ckpt, layer, chunk_samples=chunk).get_feats(wav)
+            assert every[layer - 1].shape == single.shape
+            assert np.abs(every[layer - 1] - single).max() <= 1e-6
+
+
+def test_draw_is_seeded_capped_and_puts_train_first():
+    utts = [layers_stage.Drawn("valid" if i % 4 == 0 else "train", f"u{i}", f"/a/u{i}.wav", 16000)
+            for i in range(40)]
+    a = layers_stage.draw(utts, 10, seed=3)
+    assert a == layers_stage.draw(utts, 10, seed=3) and a != layers_stage.draw(utts, 10, seed=4)
+    assert len(a) == 10 and len(set(a)) == 10 and set(a) <= set(utts)
+    splits = [u.split for u in a]
+    assert splits == sorted(splits, key=lambda s: s != "train")
+    assert sorted(layers_stage.draw(utts, -1, seed=0), key=utts.index) == utts
+    assert len(layers_stage.draw(utts, 100, seed=0)) == 40
+
+
+def test_distinct_utterances_drop_repeated_lines(tiny_manifests):
+    utts = layers_stage.distinct_utterances(tiny_manifests, ("train",))
+    _, rows = read_tsv(tiny_manifests / "train.tsv")
+    assert [u.rel for u in utts] == list(dict.fromkeys(rel for rel, _ in rows))
+
+
+def test_sweep_config_is_strict():
+    assert from_dict(layers_stage.SweepConfig, {"max_utterances": -1, "seed": 1}).max_utterances == -1
+    with pytest.raises(ValueError, match="unknown key"):
+        from_dict(layers_stage.SweepConfig, {"max_utterance": 10}, "labels.sweep")
+    with pytest.raises(ValueError, match="max_utterances"):
+        layers_stage.SweepConfig(max_utterances=0)
