@@ -18,10 +18,11 @@ from hubert import audio
 from hubert import corpus as C
 from hubert.espeak import Espeak, EspeakError
 
+from tests.testdata import LIBRI_CLIP, LIBRI_DIR  # noqa: E402
+
 RATE = 16000
 CFG = C.BuildConfig(sample_rate=RATE, min_seconds=0.5)
-LIBRI = Path("/work/shared/testdata/librispeech")
-LIBRI_CLIP = LIBRI / "6313-76958-0021.flac"
+LIBRI = LIBRI_DIR
 LIBRI_TEXT = ("KEEP A GOIN AND IF YOU'RE LUCKY YOU'LL RUN PLUMB INTO THEM WAS THE JEERING ANSWER AS THE SLEEPY "
               "COWMEN SPURRED THEIR PONIES ON TOWARD CAMP MUTTERING THEIR DISAPPROVAL OF TAKING ALONG A BUNCH OF "
               "BOYS ON A CATTLE DRIVE")
@@ -239,7 +240,6 @@ def librispeech_root(tmp_path, make_wav):
     return root
 
 
-@pytest.mark.skipif(not LIBRI_CLIP.is_file(), reason="shared LibriSpeech test clip not present")
 def test_librispeech_real_clip(librispeech_root, tmp_path):
     out = tmp_path / "out"
     kept, rejected = build(C.librispeech_candidates(librispeech_root), out)
@@ -253,7 +253,6 @@ def test_librispeech_real_clip(librispeech_root, tmp_path):
     np.testing.assert_array_equal(written, original)
 
 
-@pytest.mark.skipif(not LIBRI_CLIP.is_file(), reason="shared LibriSpeech test clip not present")
 def test_librispeech_bad_transcript_lines_cost_only_their_utterance(librispeech_root, tmp_path):
     kept, rejected = build(C.librispeech_candidates(librispeech_root), tmp_path / "out")
     assert sorted(u.id for u in kept) == ["19-198-0000", "19-198-0002", "6313-76958-0021"]

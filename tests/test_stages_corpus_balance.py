@@ -18,7 +18,7 @@ from stages import balance as balance_stage
 from stages import corpus as corpus_stage
 
 RATE = 16000
-LIBRI_CLIP = Path("/work/shared/testdata/librispeech/6313-76958-0021.flac")
+from tests.testdata import LIBRI_CLIP  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -164,7 +164,6 @@ def imports_params(tmp_path: Path, imports: list[dict]) -> Path:
     return params
 
 
-@pytest.mark.skipif(not LIBRI_CLIP.is_file(), reason="shared LibriSpeech test clip not present")
 def test_corpus_stage_imports_only(tmp_path, make_wav):
     libri = tmp_path / "LibriSpeech"
     (libri / "6313" / "76958").mkdir(parents=True)
