@@ -118,15 +118,26 @@ class AllLayers:
 
 
 def score(feat_dir: Path, columns: slice, fit_frames: int, lengths: list[int], meta: list[Utterance],
-          rate: float, cfg: K.KMeansConfig) -> dict[str, float]:
-    """k-means on the first fit_frames frames of feat_dir's columns, every frame labelled, label quality."""
+          rate: float, cfg: K.KMeansConfig, eval_rates: tuple[float, ...] = ()) -> list[dict[str, float]]:
+    """k-means on the first fit_frames frames of feat_dir's columns, every frame labelled, label quality.
+
+    Returns the scores at the features' own rate, then at each of eval_rates (an integer
+    divisor of rate): the same labels decimated, so that label sets of different frame
+    rates are compared at one rate (PNMI depends on the frame rate as well as on K).
+    """
     feats = np.concatenate([np.asarray(f[:, columns]) for f, _ in K.iter_shards(feat_dir, SPLIT)])  # (frames, dim)
     model = K.fit_kmeans(feats[:fit_frames], cfg)
     units, _ = K.Assigner(model.cluster_centers_, threads=1)(feats)
     per_utt = np.split(units, np.cumsum(lengths)[:-1])
-    quality = label_quality([UttLabels(u.lang, u.alignment, z) for u, z in zip(meta, per_utt)], rate,
-                            cfg.n_clusters, cfg.seed)
-    return {name: quality[name] for name in SCORES}
+    out = []
+    for r in (rate, *eval_rates):
+        step = round(rate / r)
+        if step < 1 or abs(rate / step - r) > 1e-6:
+            raise ValueError(f"cannot evaluate {rate} Hz labels at {r} Hz: not an integer divisor")
+        quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta, per_utt)], r,
+                                cfg.n_clusters, cfg.seed)
+        out.append({name: quality[name] for name in SCORES})
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,15 +192,17 @@ def main(argv: list[str] | None = None) -> dict:
                                   extractor=mfcc)
         extract_s = time.perf_counter() - start
         dim = reader.dim
-        jobs = [(hubert_dir, slice(i * dim, (i + 1) * dim), sum(lengths[:n_fit]), lengths, reader.frame_rate)
+        jobs = [(hubert_dir, slice(i * dim, (i + 1) * dim), sum(lengths[:n_fit]), lengths, reader.frame_rate, ())
                 for i in range(reader.n_layers)]
-        jobs.append((mfcc_dir, slice(None), sum(mfcc_lengths[:n_fit]), mfcc_lengths, mfcc.frame_rate))
+        # MFCC is scored at its own 100 Hz and, decimated, at the layers' 50 Hz: the fair comparison
+        jobs.append((mfcc_dir, slice(None), sum(mfcc_lengths[:n_fit]), mfcc_lengths, mfcc.frame_rate,
+                     (reader.frame_rate,)))
         # one fit per process, each pinned to one thread by joblib (cores // jobs): independent fits in
         # parallel rather than one fit's threads meeting at barriers
         results = Parallel(n_jobs=min(usable_cpus(), len(jobs)), backend="loky")(
-            delayed(score)(d, cols, fit, lens, meta, rate, it.kmeans) for d, cols, fit, lens, rate in jobs)
-    per_layer = dict(enumerate(results[:-1], 1))
-    baseline = results[-1]
+            delayed(score)(d, cols, fit, lens, meta, rate, it.kmeans, also) for d, cols, fit, lens, rate, also in jobs)
+    per_layer = {layer: r[0] for layer, r in enumerate(results[:-1], 1)}
+    baseline, baseline_at_layer_rate = results[-1]
     best = max(per_layer, key=lambda layer: per_layer[layer]["pnmi"])  # ties: the lower layer
 
     metrics = {
@@ -197,7 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
         "best_layer": best,
         "best_pnmi": per_layer[best]["pnmi"],
         "mfcc": baseline,
+        "mfcc_at_layer_rate": baseline_at_layer_rate,
         "best_minus_mfcc": round(per_layer[best]["pnmi"] - baseline["pnmi"], 4),
+        "best_minus_mfcc_at_layer_rate": round(per_layer[best]["pnmi"] - baseline_at_layer_rate["pnmi"], 4),
         "n_layers": reader.n_layers,
         "n_clusters": it.kmeans.n_clusters,
         "label_rate": reader.frame_rate,
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"layers: layer {layer}: PNMI {s['pnmi']} (shuffled {s['pnmi_shuffled']}), "
               f"phone purity {s['phone_purity']}")
     print(f"layers: best layer {best} of {reader.n_layers}: PNMI {metrics['best_pnmi']} vs MFCC {baseline['pnmi']} "
-          f"at K={it.kmeans.n_clusters}; features {extract_s:.1f} s, total {time.perf_counter() - start:.1f} s "
+          f"({baseline_at_layer_rate['pnmi']} at {reader.frame_rate:g} Hz) at K={it.kmeans.n_clusters}; features {extract_s:.1f} s, total {time.perf_counter() - start:.1f} s "
           f"-> {args.metrics}")
     return metrics
 

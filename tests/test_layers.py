@@ -56,11 +56,16 @@ def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
     assert sweep["best_layer"] == int(np.argmax(pnmi)) + 1
     assert sweep["best_pnmi"] == max(pnmi)
     assert sweep["best_minus_mfcc"] == pytest.approx(max(pnmi) - sweep["mfcc"]["pnmi"], abs=2e-4)
+    # the same MFCC labels, decimated to the layers' 50 Hz: a different (but close) score
+    at50 = sweep["mfcc_at_layer_rate"]
+    assert set(at50) == set(sweep["mfcc"]) and at50 != sweep["mfcc"]
+    assert abs(at50["pnmi"] - sweep["mfcc"]["pnmi"]) < 0.1
+    assert sweep["best_minus_mfcc_at_layer_rate"] == pytest.approx(max(pnmi) - at50["pnmi"], abs=2e-4)
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _leaves(sweep))
     kmeans = yaml.safe_load(tiny_params.read_text())["labels"]["iter2"]["kmeans"]
     assert sweep["n_layers"] == N_LAYERS and sweep["n_clusters"] == kmeans["n_clusters"]
     assert sweep["label_rate"] == 50.0
-    for scores in [sweep["mfcc"]] + [{n: sweep[n][k] for n in layers_stage.SCORES} for k in keys]:
+    for scores in [sweep["mfcc"], sweep["mfcc_at_layer_rate"]] + [{n: sweep[n][k] for n in layers_stage.SCORES} for k in keys]:
         assert 0 <= scores["pnmi_shuffled"] < 1 and 0 < scores["pnmi"] < 1 and 0 < scores["phone_purity"] <= 1
     # MFCC clusters phones far better than the layers of an untrained model
     assert sweep["mfcc"]["pnmi"] > max(pnmi) and sweep["mfcc"]["pnmi"] > 3 * sweep["mfcc"]["pnmi_shuffled"]
