@@ -46,6 +46,7 @@ import numpy as np
 import yaml
 
 from hubert.params import from_dict
+from hubert.quality import chance_bits
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ITERATIONS = ("iter1", "iter2")
@@ -280,11 +281,6 @@ class LabelSet:
     @property
     def chance_bits(self) -> float:
         return chance_bits(self.units)
-
-
-def chance_bits(units: int) -> float:
-    """log2(K + 4): the masked loss of uniform guessing over fairseq's K + 4 symbols."""
-    return math.log2(units + 4)
 
 
 def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) -> LabelSet:

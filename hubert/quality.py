@@ -23,6 +23,7 @@ its unit usage and how many units it uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,11 @@ def _entropy(p: np.ndarray) -> float:
     """Entropy in bits of a probability vector (zeros ignored)."""
     p = p[p > 0]
     return float(-(p * np.log2(p)).sum())
+
+
+def chance_bits(units: int) -> float:
+    """log2(K + 4): the masked loss of uniform guessing over fairseq's K units plus its 4 special symbols."""
+    return math.log2(units + 4)
 
 
 def entropy_bits(counts: np.ndarray) -> float:

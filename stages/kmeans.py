@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from hubert import labels as L
 from hubert.corpus import read_manifest
 from hubert.features import read_tsv
 from hubert.params import load_section
-from hubert.quality import UttLabels, entropy_bits, label_quality
+from hubert.quality import UttLabels, chance_bits, entropy_bits, label_quality
 
 MODEL_FILE = "kmeans.joblib"
 DICT_FILE = "dict.km.txt"
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         # over train.km as pretraining sees it (repeats included): a model that
         # learned only unit frequencies scores this masked loss, chance is log2(K+4)
         "label_prior_entropy_bits": round(entropy_bits(counts), 4),
-        "chance_bits": round(math.log2(cfg.n_clusters + 4), 4),
+        "chance_bits": round(chance_bits(cfg.n_clusters), 4),
         "units_used_train": int((counts > 0).sum()),
         "inertia_per_frame": {"fit_sample": round(float(assign(sample)[1].mean(dtype=np.float64)), 4),
                               **{s: round(lab.sq_dist_sum / lab.frames, 4) for s, lab in labelled.items()}},

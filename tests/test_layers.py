@@ -15,6 +15,7 @@ from hubert.features import HubertFeatureReader, read_tsv, read_waveform
 from hubert.params import from_dict
 from stages import layers as layers_stage
 from tests._labels_fixtures import make_tiny_checkpoint
+from tests.testdata import non_numeric_leaves
 
 N_LAYERS = 3
 
@@ -43,11 +44,6 @@ def sweep(one_thread, ckpt, tiny_params, tiny_manifests, tiny_corpus, tmp_path_f
     return metrics
 
 
-def _leaves(d):
-    for v in d.values():
-        yield from (_leaves(v) if isinstance(v, dict) else [v])
-
-
 def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
     keys = {f"layer_{i}" for i in range(1, N_LAYERS + 1)}
     for name in layers_stage.SCORES:
@@ -61,7 +57,7 @@ def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
     assert set(at50) == set(sweep["mfcc"]) and at50 != sweep["mfcc"]
     assert abs(at50["pnmi"] - sweep["mfcc"]["pnmi"]) < 0.1
     assert sweep["best_minus_mfcc_at_layer_rate"] == pytest.approx(max(pnmi) - at50["pnmi"], abs=2e-4)
-    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _leaves(sweep))
+    assert not non_numeric_leaves(sweep)
     kmeans = yaml.safe_load(tiny_params.read_text())["labels"]["iter2"]["kmeans"]
     assert sweep["n_layers"] == N_LAYERS and sweep["n_clusters"] == kmeans["n_clusters"]
     assert sweep["label_rate"] == 50.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hubert import quality as Q
+from tests.testdata import non_numeric_leaves
 
 
 def test_perfect_and_useless_tables():
@@ -77,7 +78,7 @@ def test_label_quality_counts_and_skips_unaligned():
     assert m["language"]["majority_baseline"] == pytest.approx(9 / 13, abs=1e-4)
     assert m["language"]["purity"] == pytest.approx((2 + 2 + 3 + 3) / 13, abs=1e-4)
     assert m["per_language"]["en"]["usage_entropy_bits"] == 1.0 and m["per_language"]["en"]["units_used"] == 2
-    assert all(isinstance(v, (int, float)) for v in _leaves(m))
+    assert not non_numeric_leaves(m)
 
 
 def test_shuffled_floor_is_far_below_real_labels():
@@ -94,7 +95,3 @@ def test_shuffled_floor_is_far_below_real_labels():
     assert m == Q.label_quality(utts, 100.0, n_clusters=6, seed=1)  # seeded
     assert m["language"]["nmi"] == 0.0  # one language
 
-
-def _leaves(d):
-    for v in d.values():
-        yield from (_leaves(v) if isinstance(v, dict) else [v])

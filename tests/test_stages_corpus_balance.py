@@ -18,18 +18,9 @@ from stages import balance as balance_stage
 from stages import corpus as corpus_stage
 
 RATE = 16000
-from tests.testdata import LIBRI_CLIP  # noqa: E402
+from tests.testdata import LIBRI_CLIP, non_numeric_leaves  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def numeric_leaves(tree, path="") -> list[str]:
-    """Paths of leaves that are not plain numbers (DVC metrics must be numbers)."""
-    if isinstance(tree, dict):
-        return [bad for k, v in tree.items() for bad in numeric_leaves(v, f"{path}.{k}")]
-    if isinstance(tree, bool) or not isinstance(tree, (int, float)):
-        return [f"{path}={tree!r}"]
-    return []
 
 
 def read_split(manifests: Path, split: str) -> tuple[str, list[tuple[str, int]], list[str], list[str]]:
@@ -58,7 +49,7 @@ def test_corpus_outputs(tiny_params, tiny_corpus, tiny_metrics):
 
 def test_corpus_metrics(tiny_corpus, tiny_metrics):
     metrics = json.loads((tiny_metrics / "corpus.json").read_text())
-    assert not numeric_leaves(metrics)
+    assert not non_numeric_leaves(metrics)
     utts = C.read_manifest(tiny_corpus / "manifest.jsonl")
     rejected = (tiny_corpus / "rejected.jsonl").read_text().splitlines()
     for lang in ("en", "zh"):
@@ -112,7 +103,7 @@ def test_manifest_splits_are_speaker_disjoint(tiny_corpus, tiny_manifests, tiny_
 
 def test_balance_metrics(tiny_corpus, tiny_manifests, tiny_metrics, tiny_params):
     metrics = json.loads((tiny_metrics / "balance.json").read_text())
-    assert not numeric_leaves(metrics)
+    assert not non_numeric_leaves(metrics)
     for split in SPLITS:
         _, rows, langs, _ = read_split(tiny_manifests, split)
         if split == "train":

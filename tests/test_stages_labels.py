@@ -13,6 +13,7 @@ from hubert import labels as L
 from stages import features as features_stage
 from stages import kmeans as kmeans_stage
 from tests._labels_fixtures import make_tiny_checkpoint
+from tests.testdata import non_numeric_leaves
 
 
 def _run(iteration, params, manifests, corpus, work, checkpoint=None):
@@ -31,11 +32,6 @@ def iter1(tiny_params, tiny_manifests, tiny_corpus, tmp_path_factory):
     return (work, *_run("iter1", tiny_params, tiny_manifests, tiny_corpus, work))
 
 
-def _leaves(d):
-    for v in d.values():
-        yield from (_leaves(v) if isinstance(v, dict) else [v])
-
-
 def test_iter1_outputs(iter1, tiny_params, tiny_manifests):
     work, feats, labels, metrics = iter1
     k = yaml.safe_load(tiny_params.read_text())["labels"]["iter1"]["kmeans"]["n_clusters"]
@@ -50,7 +46,7 @@ def test_iter1_outputs(iter1, tiny_params, tiny_manifests):
         tsv_lines = len((tiny_manifests / f"{split}.tsv").read_text().splitlines()) - 1
         assert len((labels / f"{split}.km").read_text().splitlines()) == tsv_lines
         L.check_labels(tiny_manifests / f"{split}.tsv", labels / f"{split}.km", labels / "dict.km.txt", 100)
-    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _leaves(metrics))
+    assert not non_numeric_leaves(metrics)
     assert metrics["label_rate"] == 100.0 and metrics["n_clusters"] == k
     assert metrics["utterances"]["without_alignment"] == 0 and metrics["utterances"]["aligned"] > 0
     assert 0 < metrics["pnmi_shuffled"] < metrics["pnmi"] < 1
