@@ -67,3 +67,12 @@ def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
     """Write 16-bit PCM WAV (what fairseq's audio dataset reads fastest)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), waveform, rate, subtype="PCM_16")
+
+
+def clipped_samples(waveform: np.ndarray) -> int:
+    """Samples that are at (or beyond) 16-bit full scale once written by write_wav.
+
+    A few mean the source clipped (or, for synthetic speech, the synthesiser
+    saturated): the waveform is flattened there, which no later stage can undo.
+    """
+    return int(np.count_nonzero(np.abs(waveform) >= 32767 / 32768))

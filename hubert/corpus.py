@@ -50,6 +50,7 @@ class Utterance:
     text: str
     voice: str | None = None
     alignment: list[list] | None = None
+    clipped_samples: int = 0  # samples at 16-bit full scale (clipping in the source or the synthesiser)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +141,11 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
             "ian", "benjamin", "grandpa", "norbert", "shelby", "travis", "victor", "zac", "michel"]
 
 
+# Peak (of full scale) above which a synthetic utterance is synthesised again, quieter:
+# about 1 dB of headroom for the overshoot of resampling espeak's 22.05 kHz to 16 kHz.
+PEAK_LIMIT = 0.89
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     seed: int = 0
@@ -155,6 +161,10 @@ class SyntheticConfig:
     # are digital zeros, which no microphone records and which give log-mel
     # features a degenerate floor. None turns it off.
     noise_dbfs: float | None = -65.0
+    # espeak's volume (0..200). At 75 its loudest variant (paul) saturates
+    # 16 bits; an utterance that peaks above PEAK_LIMIT is synthesised again
+    # at 2/3 the volume.
+    volume: int = 75
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,14 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
             text = text_gen.sentence(lang)
             rate = spk.rate + rng.randint(-cfg.rate_jitter, cfg.rate_jitter)
             pitch = min(99, max(0, spk.pitch + rng.randint(-cfg.pitch_jitter, cfg.pitch_jitter)))
-            syn = engine.synthesize(text, spk.voice, rate, pitch)
+            syn = engine.synthesize(text, spk.voice, rate, pitch, volume=cfg.volume)
+            volume = cfg.volume
+            while np.abs(syn.waveform).max() > PEAK_LIMIT and volume > 10:
+                # espeak saturated, or nearly (its loudest variant, paul, at low pitch), and resampling to
+                # 16 kHz overshoots such peaks: say it again quieter rather than keep flattened peaks.
+                # Deterministic: same text, voice and engine state order.
+                volume = volume * 2 // 3
+                syn = engine.synthesize(text, spk.voice, rate, pitch, volume=volume)
             wav = syn.waveform
             if cfg.noise_dbfs is not None:
                 noise = np.random.default_rng([cfg.seed, li, i]).standard_normal(len(wav), dtype=np.float32)
@@ -401,7 +418,8 @@ def build_corpus(candidates: Iterable[Candidate], out_dir: str | Path, cfg: Buil
         audio.write_wav(out_dir / rel, wav, cfg.sample_rate)
         duration = len(wav) / cfg.sample_rate
         alignment = phone_intervals(c.phones, duration) if c.phones is not None else None
-        kept.append(Utterance(c.id, c.lang, c.speaker, rel.as_posix(), len(wav), text, c.voice, alignment))
+        kept.append(Utterance(c.id, c.lang, c.speaker, rel.as_posix(), len(wav), text, c.voice, alignment,
+                              audio.clipped_samples(wav)))
     return kept, rejected
 
 
@@ -416,6 +434,8 @@ def corpus_metrics(kept: list[Utterance], rejected: list[Rejection], sample_rate
         "hours": {**hours, "total": round(sum(hours.values()), 4)},
         "speakers": {lang: len({u.speaker for u in kept if u.lang == lang}) for lang in langs},
         "aligned_utterances": sum(u.alignment is not None for u in kept),
+        "clipped": {"utterances": sum(u.clipped_samples > 0 for u in kept),
+                    "samples": sum(u.clipped_samples for u in kept)},
         "rejected": {**{r: reasons.get(r, 0) for r in REASONS}, "total": len(rejected)},
     }
 

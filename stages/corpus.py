@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> dict:
     if rejected:
         print(f"rejected {len(rejected)} utterance(s); reasons and fixes in {args.out / 'rejected.jsonl'}", file=sys.stderr)
     C.check_usable(kept, rejected, args.out / "rejected.jsonl")
+    clipped = [u for u in kept if u.clipped_samples]
+    if clipped:
+        worst = max(clipped, key=lambda u: u.clipped_samples)
+        print(f"warning: {len(clipped)} utterance(s) have {metrics['clipped']['samples']} samples at full scale "
+              f"(worst: {worst.id}, {worst.clipped_samples}, voice {worst.voice or worst.speaker}); kept, but "
+              f"they are distorted: lower corpus.synthetic.volume, or re-export imported audio with headroom "
+              f"(clipped_samples per utterance in {args.out / 'manifest.jsonl'})", file=sys.stderr)
     print(f"corpus: {metrics['utterances']['total']} utterances, {metrics['hours']['total']:.3f} h -> {args.out}")
     return metrics
 

@@ -81,7 +81,7 @@ def mixed_batch(tmp_path, make_wav):
         ("short", "short.wav", "brief", "en", "spk_a", audio.TOO_SHORT),
         ("nan", "nan.wav", "not a number", "en", "spk_a", audio.NON_FINITE),
         ("notext", "notext.wav", "", "en", "spk_a", C.MISSING_TRANSCRIPT),
-        ("emptytext", "emptytext.wav", "123 !!!", "en", "spk_a", C.EMPTY_TRANSCRIPT),
+        ("emptytext", "emptytext.wav", "?! ... !!!", "en", "spk_a", C.EMPTY_TRANSCRIPT),
         ("good_en", "dup.wav", "second copy", "en", "spk_a", C.DUPLICATE_ID),
         ("outside_rel", "../outside.wav", "escape", "en", "spk_a", C.OUTSIDE_ROOT),
         ("outside_abs", str(outside), "escape", "en", "spk_a", C.OUTSIDE_ROOT),
@@ -296,7 +296,7 @@ def aishell_root(tmp_path, make_wav):
     transcript.write_bytes("BAC009S0002W0122 而 对 楼市 成交 抑制 作用 最 大 的 限 购\n".encode()
                            + b"BAC009S0002W0123 \xe4\xbd \xe5\xa5\xbd\n"
                            + "BAC009S0724W0121 甚至 出现 交易 几乎 停滞 的 情况\n".encode()
-                           + "BAC009S0764W0121 hello 123\n".encode())
+                           + "BAC009S0764W0121 hello OK\n".encode())
     return root
 
 
@@ -457,6 +457,9 @@ def test_manifest_round_trip(tmp_path):
     C.write_jsonl(path, (u.to_dict() for u in utts))
     assert "你好" in path.read_text(encoding="utf-8")  # written as UTF-8, not \u escapes
     assert C.read_manifest(path) == utts
+    # a manifest written before clipped_samples existed still reads
+    old = {k: v for k, v in utts[0].to_dict().items() if k != "clipped_samples"}
+    assert C.Utterance.from_dict(old) == utts[0]
 
 
 def test_corpus_metrics_hand_computed():
@@ -523,3 +526,23 @@ def test_transcript_file_with_tab_after_the_id(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes("A1\thello world\nA2 second line\n".encode())
     assert read_transcripts(path) == {"A1": ("hello world", None), "A2": ("second line", None)}
+
+
+def test_synthetic_too_loud_is_said_again_quieter_not_clipped():
+    # espeak at volume 200 saturates its 16-bit output for ordinary voices too
+    small = dict(seed=2, utterances={"en": 2, "zh": 2}, speakers={"en": 2, "zh": 2})
+    engine = Espeak()
+    loud = [engine.synthesize(c.text, c.source.removeprefix("espeak:"), 170, 50, volume=200).waveform
+            for c in C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None))]
+    assert max(np.abs(w).max() for w in loud) > C.PEAK_LIMIT  # the case is real
+    cands = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None, volume=200)))
+    assert all(np.abs(c.waveform).max() <= C.PEAK_LIMIT for c in cands)
+    assert all(np.abs(c.waveform).max() > 0.25 for c in cands)  # quieter, not silent
+    again = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None, volume=200)))
+    for a, b in zip(cands, again, strict=True):
+        np.testing.assert_array_equal(a.waveform, b.waveform)
+
+
+def test_clipped_samples_counts_full_scale():
+    wav = np.array([0.0, 0.5, 32767 / 32768, -1.0, 1.3, -0.99], dtype=np.float32)
+    assert audio.clipped_samples(wav) == 3

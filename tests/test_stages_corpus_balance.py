@@ -8,6 +8,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import yaml
@@ -58,6 +59,11 @@ def test_corpus_metrics(tiny_corpus, tiny_metrics):
         assert metrics["hours"][lang] == pytest.approx(hours, abs=1e-4)
     assert metrics["utterances"]["total"] == len(utts)
     assert set(metrics["rejected"]) == set(C.REASONS) | {"total"}
+    # the synthesiser's saturating voices are said again quieter: nothing clipped, and the count is real
+    assert metrics["clipped"] == {"utterances": 0, "samples": 0}
+    for u in utts:
+        wav, _ = sf.read(str(tiny_corpus / u.path), dtype="float32")
+        assert u.clipped_samples == 0 and np.abs(wav).max() < 32767 / 32768
     assert metrics["rejected"]["total"] == len(rejected) == sum(v for k, v in metrics["rejected"].items()
                                                                  if k != "total")
 
@@ -202,3 +208,22 @@ def test_corpus_stage_rejects_bad_import_spec(tmp_path):
     params = imports_params(tmp_path, [{"format": "timit", "root": "/x"}])
     with pytest.raises(ValueError, match="format must be one of"):
         corpus_stage.main(["--params", str(params), "--out", str(tmp_path / "c"), "--metrics", str(tmp_path / "m")])
+
+
+def test_corpus_stage_keeps_clipped_audio_and_names_it(tmp_path, make_wav, capsys):
+    root = tmp_path / "gen"
+    t = np.arange(RATE) / RATE
+    loud = np.clip(1.6 * np.sin(2 * np.pi * 220.0 * t), -1.0, 1.0).astype(np.float32)  # a clipped recording
+    make_wav(root / "loud.wav", data=loud)
+    make_wav(root / "fine.wav")
+    (root / "list.tsv").write_text("path\ttext\tlang\nloud.wav\thello\ten\nfine.wav\thi\ten\n")
+    params = imports_params(tmp_path, [{"format": "manifest", "root": str(root / "list.tsv")}])
+    out = tmp_path / "corpus"
+    metrics = corpus_stage.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json")])
+    utts = {u.id: u for u in C.read_manifest(out / "manifest.jsonl")}
+    assert set(utts) == {"loud", "fine"}  # kept: clipping is a warning, not a rejection
+    expected = int(np.count_nonzero(np.abs(loud) >= 32767 / 32768))
+    assert expected > 1000 and utts["loud"].clipped_samples == expected and utts["fine"].clipped_samples == 0
+    assert metrics["clipped"] == {"utterances": 1, "samples": expected}
+    err = capsys.readouterr().err
+    assert "1 utterance(s)" in err and "worst: loud" in err and "headroom" in err and str(out / "manifest.jsonl") in err
