@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,12 +134,42 @@ def _zh_sentence(rng: random.Random) -> str:
 _GENERATORS = {"en": _en_sentence, "zh": _zh_sentence}
 
 
+_EN_ORDINAL_NUM = re.compile(r"(?<![0-9])([0-9]{1,2})(st|nd|rd|th)(?![a-z])")
+_ZH_YEAR = re.compile(r"[0-9]+(?=年)")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _spell_digits(text: str, spell: Callable[[int], str], sep: str) -> str:
+    """Digit runs as words: up to 4 digits (no leading zero) as a number, longer ones digit by digit."""
+    def one(match: re.Match) -> str:
+        run = match.group(0)
+        if len(run) <= 4 and (run == "0" or run[0] != "0"):
+            return sep + spell(int(run)) + sep
+        return sep + sep.join(spell(int(d)) for d in run) + sep
+    return _DIGITS.sub(one, text)
+
+
 def normalize(lang: str, text: str) -> str:
-    """Normalise a transcript the way labels are written; raise on an unknown language."""
+    """Normalise a transcript the way labels are written; raise on an unknown language.
+
+    en: lower-case words of a-z and apostrophes; accents are dropped (café -> cafe);
+    numbers are spelt out (3 -> three, 21st -> twenty first, 1990 -> one thousand
+    nine hundred ninety, longer runs and leading zeros digit by digit).
+    zh: Han characters only; numbers in Han numerals (12 -> 十二, a year before 年
+    and longer runs digit by digit: 2024年 -> 二零二四年).
+    Anything else (punctuation, other scripts) is dropped.
+    """
     if lang == "en":
-        words = re.findall(r"[a-z']+", text.lower())
-        return " ".join(words)
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+        text = _EN_ORDINAL_NUM.sub(
+            lambda m: f" {en_ordinal(int(m.group(1)))} " if 1 <= int(m.group(1)) <= 31 else m.group(0), text)
+        text = _spell_digits(text, en_number, " ")
+        return " ".join(re.findall(r"[a-z']+", text))
     if lang == "zh":
+        text = unicodedata.normalize("NFKC", text)  # full-width digits (１２) -> ASCII
+        text = _ZH_YEAR.sub(lambda m: "".join(zh_number(int(d)) for d in m.group(0)), text)
+        text = _spell_digits(text, zh_number, "")
         return "".join(_HAN.findall(text))
     raise ValueError(f"unknown language {lang!r}; expected one of {LANGS}")
 

@@ -49,8 +49,24 @@ def test_numbers_out_of_range_raise(fn, n):
 
 def test_normalize():
     assert normalize("en", "Hello,  World! It's   FINE.") == "hello world it's fine"
-    assert normalize("zh", "你 好，世界！ abc 123") == "你好世界"
-    assert normalize("en", "123 !!") == ""
+    assert normalize("zh", "你 好，世界！ abc") == "你好世界"  # Latin words in zh are dropped
+    assert normalize("en", "!! ...") == ""
+
+
+@pytest.mark.parametrize("lang, text, expected", [
+    ("en", "3 cats", "three cats"),  # numbers are words, not dropped
+    ("en", "On the 21st, 20th and 3rd of May", "on the twenty first twentieth and third of may"),
+    ("en", "Room 101 at 10:30", "room one hundred one at ten thirty"),
+    ("en", "call 0042 or 123456", "call zero zero four two or one two three four five six"),
+    ("en", "Café NAÏVE résumé", "cafe naive resume"),  # accents dropped, letters kept
+    ("en", "the 99th time", "the ninety nine th time"),  # ordinals only for days of the month
+    ("zh", "我有3只猫", "我有三只猫"),
+    ("zh", "１２月２５日", "十二月二十五日"),  # full-width digits
+    ("zh", "2024年有105天", "二零二四年有一百零五天"),  # years digit by digit
+    ("zh", "电话13800", "电话一三八零零"),
+])
+def test_normalize_spells_numbers_and_keeps_accented_words(lang, text, expected):
+    assert normalize(lang, text) == expected
     with pytest.raises(ValueError, match="unknown language 'fr'"):
         normalize("fr", "bonjour")
 
@@ -100,7 +116,7 @@ def test_read_extra_text_good_file(tmp_path):
     ("no tab here", "expected 'en<TAB>text'"),
     ("fr\tbonjour", "expected 'en<TAB>text'"),
     ("zh\tonly latin letters", "no zh words"),
-    ("en\t12345 !!", "no en words"),
+    ("en\t!! ?? --", "no en words"),
 ])
 def test_read_extra_text_bad_line_names_file_and_line(tmp_path, bad_line, message):
     path = tmp_path / "extra.txt"
