@@ -15,7 +15,7 @@ FAIRSEQ := $(shell $(PYTHON) -c "import tomllib; deps = tomllib.load(open('pypro
 export PATH := $(abspath $(BIN)):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install params repro test bench
+.PHONY: install params repro test bench metrics-diff
 
 install: $(STAMP)
 
@@ -37,6 +37,14 @@ repro: params
 
 test: install
 	$(BIN)/python -m pytest
+
+# What the last committed change to metrics/ did, as a Markdown table (CI prints
+# it after the tests). BASE=<rev> compares the workspace with another revision.
+BASE ?= $(shell git log -n1 --format=%H -- metrics 2>/dev/null)~1
+metrics-diff: install
+	@if git rev-parse -q --verify '$(BASE)^{commit}' >/dev/null; then \
+		echo "dvc metrics diff $(BASE) (workspace):"; $(BIN)/dvc metrics diff --md '$(BASE)'; \
+	else echo "metrics-diff: revision $(BASE) is not in this clone; nothing to compare"; fi
 
 bench: install
 	$(BIN)/python -m bench.features --corpus data/corpus --manifests data/manifests
