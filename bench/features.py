@@ -8,11 +8,12 @@
      utterance at a time (soundfile read, torchaudio Kaldi MFCC, deltas,
      collect, save), with torch's default thread count as the recipe runs;
      the same loop pinned to one thread is shown too;
-   - ours: hubert.features.dump_split (grouped Kaldi calls, --workers shards
+   - ours: hubert.labels.features.dump_split (grouped Kaldi calls, --workers shards
      at a time, pinned threads, fairseq's layout).
    The outputs are compared: they must be identical.
-2. Label assignment of every dumped frame to K centroids: hubert.clustering's
-   Assigner (blocked |x|^2 - 2x.C + |C|^2) against sklearn's predict.
+2. Label assignment of every dumped frame to K centroids: hubert.labels.kmeans.assign
+   (sklearn's predict in blocks, plus each frame's squared distance) against one
+   plain predict call on the whole array.
 
 Prints audio seconds per wall second and the ratios. Goal: dumping >= 1.8x
 the reference on a 2-core machine.
@@ -29,8 +30,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from hubert.clustering import Assigner, KMeansConfig, fit_kmeans, iter_shards
-from hubert.features import FeatureConfig, dump_split, read_tsv
+from hubert.fairseq.formats import iter_shards, read_tsv
+from hubert.labels.features import dump_split
+from hubert.labels.kmeans import assign, fit_kmeans
+from hubert.labels.params import FeatureConfig, KMeansConfig
 
 
 def reference_dump(manifest: Path, out: Path) -> np.ndarray:
@@ -100,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(0)
         fit_on = ours[rng.choice(len(ours), size=min(len(ours), 20_000), replace=False)]
         km = fit_kmeans(fit_on, KMeansConfig(n_clusters=min(args.clusters, len(fit_on)), n_init=1, percent=-1))
-        assign = Assigner(km.cluster_centers_)
-        t_ours, (labels, _) = min((_timed(lambda: assign(ours)) for _ in range(args.repeat)), key=lambda r: r[0])
+        t_ours, (labels, _) = min((_timed(lambda: assign(km, ours)) for _ in range(args.repeat)),
+                                  key=lambda r: r[0])
         t_sk, sk_labels = min((_timed(lambda: km.predict(ours)) for _ in range(args.repeat)), key=lambda r: r[0])
         agree = float((labels == sk_labels).mean())
 
@@ -117,10 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
                         ("reference_1thread", "reference loop (1 thread)"), ("ours", "ours (dump_split)")]:
         print(f"{label:34s} {best[name]:8.3f} {speed[name]:17.0f} {speed[name] / baseline:17.2f}x")
     print(f"output identical to the reference: {identical} (max abs diff {max_diff:.3g})")
-    print(f"\nLabel assignment of {len(ours)} frames to K={assign.n_clusters}, best of {args.repeat}")
+    print(f"\nLabel assignment of {len(ours)} frames to K={km.n_clusters}, best of {args.repeat}")
     print(f"{'':34s} {'wall s':>8s} {'frames / s':>17s} {'vs sklearn':>13s}")
     print(f"{'sklearn MiniBatchKMeans.predict':34s} {t_sk:8.3f} {len(ours) / t_sk:17.0f} {1.0:12.2f}x")
-    print(f"{'ours (Assigner, matmul blocks)':34s} {t_ours:8.3f} {len(ours) / t_ours:17.0f} {t_sk / t_ours:12.2f}x")
+    print(f"{'ours (assign: blocks + distances)':34s} {t_ours:8.3f} {len(ours) / t_ours:17.0f} {t_sk / t_ours:12.2f}x")
     print(f"same labels as sklearn: {agree:.4%} of frames")
     return {"audio_seconds": seconds, "best_wall_s": best, "audio_s_per_wall_s": speed,
             "speedup_vs_best_reference": speed["ours"] / baseline, "identical": identical,

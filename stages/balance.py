@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from hubert import balance as B
-from hubert.corpus import read_manifest
+from hubert.balance.metrics import balance_metrics
+from hubert.balance.splits import BalanceConfig, balance_corpus, write_manifests
+from hubert.corpus.records import read_manifest
 from hubert.params import from_dict, load_section
 
 
@@ -28,14 +28,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    cfg = from_dict(B.BalanceConfig, load_section(args.params, "balance"), "balance")
+    cfg = from_dict(BalanceConfig, load_section(args.params, "balance"), "balance")
     sample_rate = int(load_section(args.params, "corpus")["sample_rate"])
-    utts = read_manifest(args.corpus / "manifest.jsonl")
-    splits = B.split_by_speaker(utts, cfg)
-    pretrain = B.balanced_list(splits["train"], cfg.alpha, cfg.seed, sample_rate)
-    for split, rows in {**splits, "train": pretrain}.items():
-        B.write_fairseq_manifest(args.out, split, args.corpus.as_posix(), rows)
-    metrics = B.balance_metrics(splits, pretrain, cfg.alpha, sample_rate)
+    splits, pretrain = balance_corpus(read_manifest(args.corpus / "manifest.jsonl"), cfg, sample_rate)
+    write_manifests(args.out, args.corpus.as_posix(), splits, pretrain)
+    metrics = balance_metrics(splits, pretrain, cfg.alpha, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"balance: pretraining proportions {metrics['pretrain']['proportion_effective']} "

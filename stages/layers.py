@@ -4,140 +4,23 @@
         --checkpoint data/pretrain/iter1/checkpoint.pt --manifests data/manifests \
         --corpus data/corpus --metrics metrics/layers_iter1.json
 
-For every layer 1..L of the checkpoint: k-means with labels.<iteration>.kmeans
-(the K and settings of that iteration's labels) fitted on the layer's features
-of the train utterances of a seeded draw of distinct train + valid utterances,
-then PNMI, phone purity, cluster purity and the shuffled floor
-(hubert.quality) of its labels on the whole draw. MFCC clustered the same way
-on the same utterances is the baseline at the same K (REFERENCE.md: compare
-label sets at the same K); each set is scored at its own frame rate (layers
-50 Hz, MFCC 100 Hz), the rate pretraining would use it at.
-
-One forward pass per utterance gives every layer
-(HubertFeatureReader.get_feats_all_layers); the draw is dumped with
-hubert.features.dump_split (labels.<iteration>.features.workers threads,
-torch pinned) into a temporary folder (frames x dim x layers x 4 bytes), and
-the L + 1 k-means fits run in parallel processes of one thread each.
-
-Reads labels.sweep, labels.<iteration>.kmeans, labels.<iteration>.features
-(device, chunk_samples, workers only: the layer is what is swept) and
-corpus.sample_rate. Writes only the metrics file, numbers only:
-  {"pnmi": {"layer_1": .., ..}, "phone_purity": {..}, "cluster_purity": {..},
-   "pnmi_shuffled": {..}, "best_layer": n, "best_pnmi": x, "mfcc": {"pnmi": .., ..},
-   "best_minus_mfcc": x, "n_layers": L, "n_clusters": K, "utterances": n, ..}
+Every layer clustered with labels.<iteration>.kmeans (the K of that
+iteration's labels) and scored beside MFCC at the same K on one seeded draw
+(labels.sweep); hubert.labels.layers says how. Reads labels.sweep,
+labels.<iteration>.kmeans, labels.<iteration>.features (device,
+chunk_samples, workers only: the layer is what is swept) and
+corpus.sample_rate. Writes only the metrics file (numbers only).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
-from joblib import Parallel, delayed
-
-from hubert import clustering as K
-from hubert.corpus import Utterance, read_manifest
-from hubert.features import FeatureConfig, HubertFeatureReader, MfccExtractor, dump_split, read_tsv, usable_cpus
+from hubert.labels.layers import sweep_layers
+from hubert.labels.params import SweepConfig, iteration_config
 from hubert.params import from_dict, load_section
-from hubert.quality import UttLabels, label_quality
-
-SCORES = ("pnmi", "phone_purity", "cluster_purity", "pnmi_shuffled")
-SPLIT = "sweep"  # the temporary manifest's split name
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """``labels.sweep`` in params.yaml.
-
-    max_utterances: distinct train + valid utterances drawn (seeded, without
-    replacement), -1 = all; the train ones fit k-means (in place of
-    kmeans.percent), all of them are scored. seed: the draw (k-means keeps
-    kmeans.seed).
-    """
-
-    max_utterances: int = 600
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (self.max_utterances == -1 or self.max_utterances >= 1):
-            raise ValueError(f"labels.sweep.max_utterances={self.max_utterances} must be >= 1, or -1 for all")
-
-
-class Drawn(NamedTuple):
-    split: str
-    rel: str  # as in the manifest and the corpus's manifest.jsonl
-    path: str  # the manifest's root joined with rel
-    num_samples: int
-
-
-def distinct_utterances(manifests: Path, splits: tuple[str, ...]) -> list[Drawn]:
-    """Each audio file of the splits' manifests once (train's balanced list repeats lines), in file order."""
-    seen: set[str] = set()
-    out = []
-    for split in splits:
-        root, rows = read_tsv(manifests / f"{split}.tsv")
-        for rel, n in rows:
-            if rel not in seen:
-                seen.add(rel)
-                out.append(Drawn(split, rel, os.path.join(root, rel), n))
-    return out
-
-
-def draw(utts: list[Drawn], max_utterances: int, seed: int) -> list[Drawn]:
-    """The seeded draw, train utterances first: the fit frames are then a prefix of every feature array."""
-    if max_utterances != -1 and max_utterances < len(utts):
-        idx = np.sort(np.random.default_rng(seed).choice(len(utts), size=max_utterances, replace=False))
-        utts = [utts[i] for i in idx]
-    return [u for u in utts if u.split == "train"] + [u for u in utts if u.split != "train"]
-
-
-class AllLayers:
-    """Every layer of a HubertFeatureReader side by side, (frames, n_layers * dim): the extractor
-    interface of hubert.features.dump_split; layer l is columns [(l - 1) * dim, l * dim)."""
-
-    kind = "hubert"
-
-    def __init__(self, reader: HubertFeatureReader) -> None:
-        self.reader = reader
-        self.frame_rate = reader.frame_rate
-        self.dim = reader.n_layers * reader.dim
-
-    def num_frames(self, num_samples: int) -> int:
-        return self.reader.num_frames(num_samples)
-
-    def get_feats_batch(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
-        # (n_layers, frames, dim) -> (frames, n_layers * dim)
-        return [np.concatenate(self.reader.get_feats_all_layers(w), axis=1) for w in waveforms]
-
-
-def score(feat_dir: Path, columns: slice, fit_frames: int, lengths: list[int], meta: list[Utterance],
-          rate: float, cfg: K.KMeansConfig, eval_rates: tuple[float, ...] = ()) -> list[dict[str, float]]:
-    """k-means on the first fit_frames frames of feat_dir's columns, every frame labelled, label quality.
-
-    Returns the scores at the features' own rate, then at each of eval_rates (an integer
-    divisor of rate): the same labels decimated, so that label sets of different frame
-    rates are compared at one rate (PNMI depends on the frame rate as well as on K).
-    """
-    feats = np.concatenate([np.asarray(f[:, columns]) for f, _ in K.iter_shards(feat_dir, SPLIT)])  # (frames, dim)
-    model = K.fit_kmeans(feats[:fit_frames], cfg)
-    units, _ = K.Assigner(model.cluster_centers_, threads=1)(feats)
-    per_utt = np.split(units, np.cumsum(lengths)[:-1])
-    out = []
-    for r in (rate, *eval_rates):
-        step = round(rate / r)
-        if step < 1 or abs(rate / step - r) > 1e-6:
-            raise ValueError(f"cannot evaluate {rate} Hz labels at {r} Hz: not an integer divisor")
-        quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta, per_utt)], r,
-                                cfg.n_clusters, cfg.seed)
-        out.append({name: quality[name] for name in SCORES})
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -152,84 +35,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     labels = load_section(args.params, "labels")
-    it = K.iteration_config(labels, args.iteration)
+    it = iteration_config(labels, args.iteration)
     sweep = from_dict(SweepConfig, labels.get("sweep"), "labels.sweep")
     sample_rate = int(load_section(args.params, "corpus")["sample_rate"])
-    start = time.perf_counter()
-
-    # layer 1 only satisfies the constructor: get_feats_all_layers returns them all
-    reader = HubertFeatureReader(args.checkpoint, 1, it.features.device, it.features.chunk_samples)
-    if reader.sample_rate != sample_rate:
-        raise ValueError(f"{args.checkpoint}: trained at {reader.sample_rate} Hz but corpus.sample_rate={sample_rate}")
-
-    utts = draw(distinct_utterances(args.manifests, ("train", "valid")), sweep.max_utterances, sweep.seed)
-    by_path = {u.path: u for u in read_manifest(args.corpus / "manifest.jsonl")}
-    missing = [u.rel for u in utts if u.rel not in by_path]
-    if missing:
-        raise KeyError(f"{args.manifests} lists {missing[0]} ({len(missing)} in all) that {args.corpus}/manifest.jsonl "
-                       "does not have; the manifests are stale: re-run the balance stage")
-    meta = [by_path[u.rel] for u in utts]
-    if all(m.alignment is None for m in meta):
-        raise ValueError(f"none of the {len(utts)} drawn utterances has a phone alignment in "
-                         f"{args.corpus}/manifest.jsonl; PNMI needs aligned speech (the synthetic corpus has it)")
-    n_fit = sum(u.split == "train" for u in utts)
-    if n_fit == 0:
-        raise ValueError(f"the draw of {len(utts)} utterances holds no train utterance to fit k-means on; "
-                         "raise labels.sweep.max_utterances")
-    print(f"layers: {reader.n_layers} layers x {len(utts)} utterances ({n_fit} fit k-means, "
-          f"{sum(u.num_samples for u in utts) / sample_rate / 3600:.2f} h), K={it.kmeans.n_clusters}")
-
-    with tempfile.TemporaryDirectory(prefix="layers_") as tmp:
-        tsv = Path(tmp) / f"{SPLIT}.tsv"
-        tsv.write_text(".\n" + "".join(f"{u.path}\t{u.num_samples}\n" for u in utts), encoding="utf-8")
-        workers = min(it.features.workers, len(utts))  # one shard per worker thread, none empty
-        hubert_dir, mfcc_dir = Path(tmp) / "hubert", Path(tmp) / "mfcc"
-        # one utterance per forward (max_batch_samples 0): the values never depend on the grouping
-        all_layers_cfg = dataclasses.replace(it.features, nshard=workers, max_batch_samples=0)
-        lengths = dump_split(tsv, SPLIT, hubert_dir, all_layers_cfg, sample_rate, extractor=AllLayers(reader))
-        mfcc = MfccExtractor(sample_rate)
-        mfcc_lengths = dump_split(tsv, SPLIT, mfcc_dir, FeatureConfig(nshard=workers, workers=workers), sample_rate,
-                                  extractor=mfcc)
-        extract_s = time.perf_counter() - start
-        dim = reader.dim
-        jobs = [(hubert_dir, slice(i * dim, (i + 1) * dim), sum(lengths[:n_fit]), lengths, reader.frame_rate, ())
-                for i in range(reader.n_layers)]
-        # MFCC is scored at its own 100 Hz and, decimated, at the layers' 50 Hz: the fair comparison
-        jobs.append((mfcc_dir, slice(None), sum(mfcc_lengths[:n_fit]), mfcc_lengths, mfcc.frame_rate,
-                     (reader.frame_rate,)))
-        # one fit per process, each pinned to one thread by joblib (cores // jobs): independent fits in
-        # parallel rather than one fit's threads meeting at barriers
-        results = Parallel(n_jobs=min(usable_cpus(), len(jobs)), backend="loky")(
-            delayed(score)(d, cols, fit, lens, meta, rate, it.kmeans, also) for d, cols, fit, lens, rate, also in jobs)
-    per_layer = {layer: r[0] for layer, r in enumerate(results[:-1], 1)}
-    baseline, baseline_at_layer_rate = results[-1]
-    best = max(per_layer, key=lambda layer: per_layer[layer]["pnmi"])  # ties: the lower layer
-
-    metrics = {
-        **{name: {f"layer_{layer}": s[name] for layer, s in per_layer.items()} for name in SCORES},
-        "best_layer": best,
-        "best_pnmi": per_layer[best]["pnmi"],
-        "mfcc": baseline,
-        "mfcc_at_layer_rate": baseline_at_layer_rate,
-        "best_minus_mfcc": round(per_layer[best]["pnmi"] - baseline["pnmi"], 4),
-        "best_minus_mfcc_at_layer_rate": round(per_layer[best]["pnmi"] - baseline_at_layer_rate["pnmi"], 4),
-        "n_layers": reader.n_layers,
-        "n_clusters": it.kmeans.n_clusters,
-        "label_rate": reader.frame_rate,
-        "utterances": len(utts),
-        "aligned_utterances": sum(m.alignment is not None for m in meta),
-        "fit_utterances": n_fit,
-        "frames": sum(lengths),
-        "fit_frames": sum(lengths[:n_fit]),
-    }
+    metrics = sweep_layers(it, sweep, args.checkpoint, args.manifests, args.corpus, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    for layer, s in per_layer.items():
-        print(f"layers: layer {layer}: PNMI {s['pnmi']} (shuffled {s['pnmi_shuffled']}), "
-              f"phone purity {s['phone_purity']}")
-    print(f"layers: best layer {best} of {reader.n_layers}: PNMI {metrics['best_pnmi']} vs MFCC {baseline['pnmi']} "
-          f"({baseline_at_layer_rate['pnmi']} at {reader.frame_rate:g} Hz) at K={it.kmeans.n_clusters}; features {extract_s:.1f} s, total {time.perf_counter() - start:.1f} s "
-          f"-> {args.metrics}")
+    for layer in range(1, metrics["n_layers"] + 1):
+        key = f"layer_{layer}"
+        print(f"layers: layer {layer}: PNMI {metrics['pnmi'][key]} (shuffled {metrics['pnmi_shuffled'][key]}), "
+              f"phone purity {metrics['phone_purity'][key]}")
+    print(f"layers: best layer {metrics['best_layer']} of {metrics['n_layers']}: PNMI {metrics['best_pnmi']} vs "
+          f"MFCC {metrics['mfcc']['pnmi']} ({metrics['mfcc_at_layer_rate']['pnmi']} at "
+          f"{metrics['label_rate']:g} Hz) at K={metrics['n_clusters']} -> {args.metrics}")
     return metrics
 
 

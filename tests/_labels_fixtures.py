@@ -20,10 +20,10 @@ TINY_CONV = "[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2"
 def make_tiny_checkpoint(path: str | Path, *, layers: int = 2, dim: int = 32, n_clusters: int = 20,
                          extractor_mode: str = "default", normalize: bool = False, seed: int = 0,
                          task_state: bool = True) -> Path:
-    from omegaconf import OmegaConf
     from fairseq.data.dictionary import Dictionary
     from fairseq.models.hubert.hubert import HubertConfig, HubertModel
     from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
 
     task_cfg = HubertPretrainingConfig(data="/nonexistent/manifests", label_dir="/nonexistent/labels",
                                        labels=["km"], label_rate=100.0, normalize=normalize)

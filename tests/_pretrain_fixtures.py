@@ -23,48 +23,24 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pytest
+
+from hubert.fairseq.checkpoint import checkpoint_updates
+from hubert.fairseq.launcher import LAST, read_log
+from hubert.params import compose
 
 REPO = Path(__file__).resolve().parent.parent
 MFCC_RATE = 100.0
 
 
-@pytest.fixture(autouse=True)
-def forget_fairseq_schema():
-    """After each test: drop the schema that ``import fairseq`` registers in Hydra's
-    ConfigStore under the name "config" (see :func:`compose_params`), so that
-    the session fixtures composing params/ still work after a test imported fairseq."""
-    yield
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().repo.pop("config.yaml", None)
-
-
 def compose_params(overrides: list[str]) -> str:
-    """params.yaml text for ``overrides``, also after fairseq was imported in this process.
-
-    ``import fairseq`` registers fairseq's FairseqConfig in Hydra's ConfigStore
-    under the name "config"; Hydra then validates our params/config.yaml against
-    it as a schema ("Error merging 'config' with schema"). Until
-    hubert.params.compose shields itself from that, the entry is set aside here
-    for the duration of the composition.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    from hubert.params import compose
-
-    repo = ConfigStore.instance().repo
-    fairseq_entry = repo.pop("config.yaml", None)
-    try:
-        return compose(REPO / "params", overrides)
-    finally:
-        if fairseq_entry is not None:
-            repo["config.yaml"] = fairseq_entry
+    """params.yaml text for ``overrides`` (hubert.params.compose shields itself from
+    the schema that ``import fairseq`` registers in Hydra's ConfigStore)."""
+    return compose(REPO / "params", overrides)
 
 
 def stage_args(iteration: str = "iter1") -> list[str]:
@@ -168,7 +144,6 @@ _RUNS: dict[str, ResumedRun] = {}
 def resumed_run(tmp_path_factory, corpus: Path, manifests: Path) -> ResumedRun:
     """Once per test session (several test modules share it): make a clone, run the
     stage, kill fairseq as soon as it reports its first saved checkpoint, run again."""
-    from hubert import fairseq_run as F
 
     key = str(tmp_path_factory.getbasetemp())
     if key in _RUNS:
@@ -183,8 +158,8 @@ def resumed_run(tmp_path_factory, corpus: Path, manifests: Path) -> ResumedRun:
 
     first = run_stage(clone, kill_after_first_checkpoint)
     save_dir = clone / "data" / "pretrain" / "iter1" / "checkpoints"
-    after_kill = F.checkpoint_updates(save_dir / F.LAST) if (save_dir / F.LAST).is_file() else -1
-    log_steps = [r.step for r in F.read_log(save_dir) if r.tag == "train_inner"]
+    after_kill = checkpoint_updates(save_dir / LAST) if (save_dir / LAST).is_file() else -1
+    log_steps = [r.step for r in read_log(save_dir) if r.tag == "train_inner"]
     second = run_stage(clone)
     _RUNS[key] = ResumedRun(clone, killed[0] if killed else "", first, after_kill, log_steps, second)
     return _RUNS[key]

@@ -8,8 +8,17 @@ from collections import Counter
 
 import pytest
 
-from hubert import balance as B
-from hubert.corpus import Utterance
+from hubert.balance.metrics import balance_metrics, oov_rate, tokens
+from hubert.balance.splits import (
+    SPLITS,
+    BalanceConfig,
+    balanced_list,
+    hours_by_lang,
+    split_by_speaker,
+    temperature_probs,
+    write_fairseq_manifest,
+)
+from hubert.corpus.records import Utterance
 
 RATE = 16000
 
@@ -21,7 +30,7 @@ def utts(lang: str, speakers: int, per_speaker: int, seconds: float = 2.0, text:
 
 
 def shares(items: list[Utterance]) -> dict[str, float]:
-    hours = B.hours_by_lang(items, RATE)
+    hours = hours_by_lang(items, RATE)
     total = sum(hours.values())
     return {lang: h / total for lang, h in hours.items()}
 
@@ -29,21 +38,21 @@ def shares(items: list[Utterance]) -> dict[str, float]:
 # ---------------------------------------------------------------- temperature sampling
 def test_temperature_probs_hand_computed():
     hours = {"en": 3.0, "zh": 1.0}
-    natural = B.temperature_probs(hours, 1.0)
+    natural = temperature_probs(hours, 1.0)
     assert natural == pytest.approx({"en": 0.75, "zh": 0.25})
-    assert B.temperature_probs(hours, 0.0) == pytest.approx({"en": 0.5, "zh": 0.5})
+    assert temperature_probs(hours, 0.0) == pytest.approx({"en": 0.5, "zh": 0.5})
     # alpha 0.5: sqrt(0.75) = 0.8660, sqrt(0.25) = 0.5, normalised by 1.3660.
-    sqrt = B.temperature_probs(hours, 0.5)
+    sqrt = temperature_probs(hours, 0.5)
     assert sqrt["en"] == pytest.approx(0.634, abs=5e-4) and sqrt["zh"] == pytest.approx(0.366, abs=5e-4)
     assert sum(sqrt.values()) == pytest.approx(1.0)
 
 
 def test_temperature_probs_scale_free_and_ignores_empty_languages():
-    assert B.temperature_probs({"en": 300.0, "zh": 100.0}, 0.3) == pytest.approx(
-        B.temperature_probs({"en": 3.0, "zh": 1.0}, 0.3))
-    assert B.temperature_probs({"en": 2.0, "zh": 0.0}, 0.5) == {"en": 1.0}
+    assert temperature_probs({"en": 300.0, "zh": 100.0}, 0.3) == pytest.approx(
+        temperature_probs({"en": 3.0, "zh": 1.0}, 0.3))
+    assert temperature_probs({"en": 2.0, "zh": 0.0}, 0.5) == {"en": 1.0}
     with pytest.raises(ValueError, match="no audio"):
-        B.temperature_probs({"en": 0.0, "zh": 0.0}, 0.5)
+        temperature_probs({"en": 0.0, "zh": 0.0}, 0.5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -52,7 +61,7 @@ def test_temperature_probs_scale_free_and_ignores_empty_languages():
 ])
 def test_balance_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        B.BalanceConfig(**kwargs)
+        BalanceConfig(**kwargs)
 
 
 def test_balanced_list_hits_target_proportions():
@@ -60,18 +69,18 @@ def test_balanced_list_hits_target_proportions():
     natural = shares(train)
     assert natural == pytest.approx({"en": 120 / 140, "zh": 20 / 140})
     for alpha in (0.0, 0.3, 0.5, 0.8):
-        out = B.balanced_list(train, alpha, seed=0, sample_rate=RATE)
-        target = B.temperature_probs(B.hours_by_lang(train, RATE), alpha)
+        out = balanced_list(train, alpha, seed=0, sample_rate=RATE)
+        target = temperature_probs(hours_by_lang(train, RATE), alpha)
         one_utt = 2.0 / 140  # the resolution: whole utterances of 2 s out of 140 s
         for lang, p in shares(out).items():
             assert p == pytest.approx(target[lang], abs=one_utt)
         # the total stays at the natural number of hours
-        assert sum(B.hours_by_lang(out, RATE).values()) == pytest.approx(140 / 3600, abs=2 * 2.0 / 3600)
+        assert sum(hours_by_lang(out, RATE).values()) == pytest.approx(140 / 3600, abs=2 * 2.0 / 3600)
 
 
 def test_balanced_list_upsamples_whole_copies_and_downsamples_subsets():
     train = utts("en", 4, 15) + utts("zh", 2, 10)  # 120 s : 40 s = 3 : 1
-    out = B.balanced_list(train, 0.0, seed=0, sample_rate=RATE)  # uniform: 80 s each
+    out = balanced_list(train, 0.0, seed=0, sample_rate=RATE)  # uniform: 80 s each
     counts = Counter(u.id for u in out)
     zh = [u for u in train if u.lang == "zh"]
     en = [u for u in train if u.lang == "en"]
@@ -84,14 +93,14 @@ def test_balanced_list_alpha_one_returns_the_same_list():
     en, zh = utts("en", 3, 4), utts("zh", 3, 2)
     interleaved = [u for pair in zip(en, zh + en[len(zh):]) for u in pair]
     for train in (en + zh, interleaved):
-        assert B.balanced_list(train, 1.0, seed=5, sample_rate=RATE) == train
+        assert balanced_list(train, 1.0, seed=5, sample_rate=RATE) == train
 
 
 def test_balanced_list_is_deterministic_from_seed():
     train = utts("en", 6, 10) + utts("zh", 2, 7)
-    a = B.balanced_list(train, 0.5, seed=1, sample_rate=RATE)
-    assert a == B.balanced_list(train, 0.5, seed=1, sample_rate=RATE)
-    others = [B.balanced_list(train, 0.5, seed=s, sample_rate=RATE) for s in (2, 3, 4)]
+    a = balanced_list(train, 0.5, seed=1, sample_rate=RATE)
+    assert a == balanced_list(train, 0.5, seed=1, sample_rate=RATE)
+    others = [balanced_list(train, 0.5, seed=s, sample_rate=RATE) for s in (2, 3, 4)]
     assert any(o != a for o in others)
     assert all(Counter(u.lang for u in o) == Counter(u.lang for u in a) for o in others)  # same sizes, other picks
 
@@ -103,9 +112,9 @@ def _speakers(items):
 
 def test_split_by_speaker_is_disjoint_and_complete():
     data = utts("en", 6, 5) + utts("zh", 5, 4)
-    cfg = B.BalanceConfig(valid_speakers=1, test_speakers=2, finetune_fraction=0.25)
-    splits = B.split_by_speaker(data, cfg)
-    train, valid, test, ft = (splits[s] for s in B.SPLITS)
+    cfg = BalanceConfig(valid_speakers=1, test_speakers=2, finetune_fraction=0.25)
+    splits = split_by_speaker(data, cfg)
+    train, valid, test, ft = (splits[s] for s in SPLITS)
     assert not _speakers(train) & _speakers(valid)
     assert not _speakers(train) & _speakers(test)
     assert not _speakers(valid) & _speakers(test)
@@ -124,18 +133,18 @@ def test_split_by_speaker_is_disjoint_and_complete():
 
 def test_split_by_speaker_finetune_at_least_one_and_all():
     data = utts("en", 3, 2)
-    small = B.split_by_speaker(data, B.BalanceConfig(valid_speakers=1, test_speakers=1, finetune_fraction=0.01))
+    small = split_by_speaker(data, BalanceConfig(valid_speakers=1, test_speakers=1, finetune_fraction=0.01))
     assert len(small["finetune"]) == 1
-    full = B.split_by_speaker(data, B.BalanceConfig(valid_speakers=1, test_speakers=1, finetune_fraction=1.0))
+    full = split_by_speaker(data, BalanceConfig(valid_speakers=1, test_speakers=1, finetune_fraction=1.0))
     assert full["finetune"] == full["train"]
 
 
 def test_split_by_speaker_is_deterministic_from_seed():
     data = utts("en", 8, 3) + utts("zh", 8, 3)
-    cfg = B.BalanceConfig(seed=0, valid_speakers=2, test_speakers=2)
-    first = B.split_by_speaker(data, cfg)
-    assert first == B.split_by_speaker(list(data), cfg)
-    tests = {frozenset(_speakers(B.split_by_speaker(data, B.BalanceConfig(seed=s, valid_speakers=2,
+    cfg = BalanceConfig(seed=0, valid_speakers=2, test_speakers=2)
+    first = split_by_speaker(data, cfg)
+    assert first == split_by_speaker(list(data), cfg)
+    tests = {frozenset(_speakers(split_by_speaker(data, BalanceConfig(seed=s, valid_speakers=2,
                                                                            test_speakers=2))["test"]))
              for s in range(5)}
     assert len(tests) > 1  # the seed chooses which voices are held out
@@ -144,7 +153,7 @@ def test_split_by_speaker_is_deterministic_from_seed():
 def test_too_few_speakers_is_a_clear_error():
     data = utts("en", 5, 2) + utts("zh", 2, 3)
     with pytest.raises(ValueError) as err:
-        B.split_by_speaker(data, B.BalanceConfig(valid_speakers=1, test_speakers=1))
+        split_by_speaker(data, BalanceConfig(valid_speakers=1, test_speakers=1))
     message = str(err.value)
     assert "zh has 2 speakers" in message and "3 are needed" in message and "balance.valid_speakers" in message
 
@@ -155,15 +164,15 @@ def test_oov_rate_hand_built():
     test = [Utterance("t1", "en", "c", "p", 1, "the dog sat"), Utterance("t2", "en", "c", "p", 1, "cat cat"),
             Utterance("t3", "zh", "d", "p", 1, "你们好")]
     # en: the dog sat cat cat -> 1 of 5 unseen; zh: 你 们 好 -> 1 of 3 unseen
-    assert B.oov_rate(test, reference) == {"en": 0.2, "zh": pytest.approx(0.3333, abs=1e-4)}
-    assert B.oov_rate(test, []) == {"en": 1.0, "zh": 1.0}
-    assert B.tokens("en", "a b  c") == ["a", "b", "c"] and B.tokens("zh", "你 好") == ["你", "好"]
+    assert oov_rate(test, reference) == {"en": 0.2, "zh": pytest.approx(0.3333, abs=1e-4)}
+    assert oov_rate(test, []) == {"en": 1.0, "zh": 1.0}
+    assert tokens("en", "a b  c") == ["a", "b", "c"] and tokens("zh", "你 好") == ["你", "好"]
 
 
 def test_write_fairseq_manifest_line_aligned(tmp_path):
     rows = [Utterance("a", "en", "s", "audio/en/s/a.wav", 16000, "hello world"),
             Utterance("b", "zh", "t", "audio/zh/t/b.wav", 24000, "你好")]
-    B.write_fairseq_manifest(tmp_path / "m", "train", "data/corpus", rows)
+    write_fairseq_manifest(tmp_path / "m", "train", "data/corpus", rows)
     assert (tmp_path / "m" / "train.tsv").read_text(encoding="utf-8") == (
         "data/corpus\naudio/en/s/a.wav\t16000\naudio/zh/t/b.wav\t24000\n")
     assert (tmp_path / "m" / "train.lang").read_text(encoding="utf-8") == "en\nzh\n"
@@ -172,10 +181,10 @@ def test_write_fairseq_manifest_line_aligned(tmp_path):
 
 def test_balance_metrics_numbers():
     data = utts("en", 5, 6, seconds=3.0) + utts("zh", 4, 3, seconds=2.0)
-    cfg = B.BalanceConfig(valid_speakers=1, test_speakers=1)
-    splits = B.split_by_speaker(data, cfg)
-    pretrain = B.balanced_list(splits["train"], cfg.alpha, cfg.seed, RATE)
-    m = B.balance_metrics(splits, pretrain, cfg.alpha, RATE)
+    cfg = BalanceConfig(valid_speakers=1, test_speakers=1)
+    splits = split_by_speaker(data, cfg)
+    pretrain = balanced_list(splits["train"], cfg.alpha, cfg.seed, RATE)
+    m = balance_metrics(splits, pretrain, cfg.alpha, RATE)
     # train: 3 en speakers x 6 x 3 s = 54 s, 2 zh speakers x 3 x 2 s = 12 s
     assert m["pretrain"]["hours_before"] == {"en": round(54 / 3600, 4), "zh": round(12 / 3600, 4)}
     assert m["pretrain"]["proportion_natural"] == {"en": round(54 / 66, 4), "zh": round(12 / 66, 4)}

@@ -1,4 +1,4 @@
-"""hubert.corpus: validation of every bad-input kind through build_corpus, the
+"""hubert.corpus (build, synthetic, importers): validation of every bad-input kind through build_corpus, the
 LibriSpeech / AISHELL-1 / generic-manifest importers, the seeded synthetic corpus
 and its phone alignments, metrics and the nothing-usable failure."""
 
@@ -14,14 +14,36 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hubert import audio
-from hubert import corpus as C
-from hubert.espeak import Espeak, EspeakError
-
+from hubert.corpus.audio import CORRUPT_AUDIO, EMPTY_AUDIO, MISSING_AUDIO, NON_FINITE, TOO_SHORT, clipped_samples
+from hubert.corpus.build import (
+    DUPLICATE_ID,
+    EMPTY_TRANSCRIPT,
+    MISSING_TRANSCRIPT,
+    OUTSIDE_ROOT,
+    REASONS,
+    UNDECODABLE_TRANSCRIPT,
+    UNKNOWN_LANG,
+    BuildConfig,
+    NothingUsable,
+    build_corpus,
+    check_usable,
+    corpus_metrics,
+)
+from hubert.corpus.espeak import Espeak, EspeakError
+from hubert.corpus.importers import aishell_candidates, import_candidates, librispeech_candidates, manifest_candidates
+from hubert.corpus.records import Rejection, Utterance, read_manifest, write_jsonl
+from hubert.corpus.synthetic import (
+    PEAK_LIMIT,
+    SILENCE,
+    SyntheticConfig,
+    phone_intervals,
+    synthetic_candidates,
+    synthetic_speakers,
+)
 from tests.testdata import LIBRI_CLIP, LIBRI_DIR  # noqa: E402
 
 RATE = 16000
-CFG = C.BuildConfig(sample_rate=RATE, min_seconds=0.5)
+CFG = BuildConfig(sample_rate=RATE, min_seconds=0.5)
 LIBRI = LIBRI_DIR
 LIBRI_TEXT = ("KEEP A GOIN AND IF YOU'RE LUCKY YOU'LL RUN PLUMB INTO THEM WAS THE JEERING ANSWER AS THE SLEEPY "
               "COWMEN SPURRED THEIR PONIES ON TOWARD CAMP MUTTERING THEIR DISAPPROVAL OF TAKING ALONG A BUNCH OF "
@@ -29,14 +51,14 @@ LIBRI_TEXT = ("KEEP A GOIN AND IF YOU'RE LUCKY YOU'LL RUN PLUMB INTO THEM WAS TH
 
 
 def build(candidates, out):
-    return C.build_corpus(candidates, out, CFG, progress=False)
+    return build_corpus(candidates, out, CFG, progress=False)
 
 
 def by_id(rows):
     return {r.id: r for r in rows}
 
 
-def assert_written(out: Path, utt: C.Utterance) -> None:
+def assert_written(out: Path, utt: Utterance) -> None:
     """The kept utterance's WAV exists, is 16 kHz mono 16-bit and as long as the manifest says."""
     info = sf.info(str(out / utt.path))
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (RATE, 1, "PCM_16", utt.num_samples)
@@ -74,18 +96,18 @@ def mixed_batch(tmp_path, make_wav):
         ("stereo", "stereo.wav", "two channels", "en", "spk_a", None),
         ("rate8k", "rate8k.wav", "eight kilohertz", "en", "spk_c", None),
         ("rate44k", "rate44k.flac", "四万四千", "zh", "spk_d", None),
-        ("corrupt_wav", "corrupt.wav", "noise", "en", "spk_a", audio.CORRUPT_AUDIO),
-        ("corrupt_flac", "corrupt.flac", "noise", "en", "spk_a", audio.CORRUPT_AUDIO),
-        ("missing", "missing.wav", "gone", "en", "spk_a", audio.MISSING_AUDIO),
-        ("empty", "empty.wav", "nothing", "en", "spk_a", audio.EMPTY_AUDIO),
-        ("short", "short.wav", "brief", "en", "spk_a", audio.TOO_SHORT),
-        ("nan", "nan.wav", "not a number", "en", "spk_a", audio.NON_FINITE),
-        ("notext", "notext.wav", "", "en", "spk_a", C.MISSING_TRANSCRIPT),
-        ("emptytext", "emptytext.wav", "?! ... !!!", "en", "spk_a", C.EMPTY_TRANSCRIPT),
-        ("good_en", "dup.wav", "second copy", "en", "spk_a", C.DUPLICATE_ID),
-        ("outside_rel", "../outside.wav", "escape", "en", "spk_a", C.OUTSIDE_ROOT),
-        ("outside_abs", str(outside), "escape", "en", "spk_a", C.OUTSIDE_ROOT),
-        ("french", "french.wav", "bonjour", "fr", "spk_a", C.UNKNOWN_LANG),
+        ("corrupt_wav", "corrupt.wav", "noise", "en", "spk_a", CORRUPT_AUDIO),
+        ("corrupt_flac", "corrupt.flac", "noise", "en", "spk_a", CORRUPT_AUDIO),
+        ("missing", "missing.wav", "gone", "en", "spk_a", MISSING_AUDIO),
+        ("empty", "empty.wav", "nothing", "en", "spk_a", EMPTY_AUDIO),
+        ("short", "short.wav", "brief", "en", "spk_a", TOO_SHORT),
+        ("nan", "nan.wav", "not a number", "en", "spk_a", NON_FINITE),
+        ("notext", "notext.wav", "", "en", "spk_a", MISSING_TRANSCRIPT),
+        ("emptytext", "emptytext.wav", "?! ... !!!", "en", "spk_a", EMPTY_TRANSCRIPT),
+        ("good_en", "dup.wav", "second copy", "en", "spk_a", DUPLICATE_ID),
+        ("outside_rel", "../outside.wav", "escape", "en", "spk_a", OUTSIDE_ROOT),
+        ("outside_abs", str(outside), "escape", "en", "spk_a", OUTSIDE_ROOT),
+        ("french", "french.wav", "bonjour", "fr", "spk_a", UNKNOWN_LANG),
     ]
     manifest = root / "list.tsv"
     manifest.write_text("id\tpath\ttext\tlang\tspeaker\n"
@@ -96,13 +118,13 @@ def mixed_batch(tmp_path, make_wav):
 def test_every_bad_kind_is_rejected_and_nothing_valid_lost(mixed_batch, tmp_path):
     manifest, rows = mixed_batch
     out = tmp_path / "out"
-    kept, rejected = build(C.manifest_candidates(manifest), out)
+    kept, rejected = build(manifest_candidates(manifest), out)
 
     assert len(kept) + len(rejected) == len(rows)
     assert [u.id for u in kept] == [r[0] for r in rows if r[5] is None]
     expected = [(r[0], r[5], Path(r[1]).name) for r in rows if r[5] is not None]
     assert [(j.id, j.reason) for j in rejected] == [(i, reason) for i, reason, _ in expected]
-    assert {j.reason for j in rejected} == set(C.REASONS) - {C.UNDECODABLE_TRANSCRIPT}  # that one: importers below
+    assert {j.reason for j in rejected} == set(REASONS) - {UNDECODABLE_TRANSCRIPT}  # that one: importers below
     for j, (_, _, filename) in zip(rejected, expected):
         assert filename in j.detail, (j.reason, j.detail)  # the message names the offending file
         assert filename in j.source
@@ -113,17 +135,17 @@ def test_every_bad_kind_is_rejected_and_nothing_valid_lost(mixed_batch, tmp_path
 
 def test_duplicate_keeps_the_first_and_names_both_files(mixed_batch, tmp_path):
     manifest, _ = mixed_batch
-    kept, rejected = build(C.manifest_candidates(manifest), tmp_path / "out")
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     first = by_id(kept)["good_en"]
     assert first.num_samples == RATE and first.text == "hello there world"  # good_en.wav (1 s), not dup.wav (1.5 s)
-    dup = [j for j in rejected if j.reason == C.DUPLICATE_ID]
+    dup = [j for j in rejected if j.reason == DUPLICATE_ID]
     assert len(dup) == 1 and "dup.wav" in dup[0].detail and "good_en.wav" in dup[0].detail
 
 
 def test_multichannel_and_wrong_rate_are_fixed_and_kept(mixed_batch, tmp_path):
     manifest, _ = mixed_batch
     out = tmp_path / "out"
-    kept = by_id(build(C.manifest_candidates(manifest), out)[0])
+    kept = by_id(build(manifest_candidates(manifest), out)[0])
     for utt_id in ("stereo", "rate8k", "rate44k"):
         assert kept[utt_id].num_samples == RATE  # 1 s at 16 kHz whatever the input rate
         assert_written(out, kept[utt_id])
@@ -139,8 +161,9 @@ def test_generic_tsv_defaults_id_and_speaker(tmp_path, make_wav):
     make_wav(root / "clips" / "a1.wav")
     make_wav(root / "clips" / "b2.wav")
     manifest = root / "data.tsv"
-    manifest.write_text("path\ttext\tlang\nclips/a1.wav\tGood Morning\ten\nclips/b2.wav\t早 上 好\tzh\n", encoding="utf-8")
-    kept, rejected = build(C.manifest_candidates(manifest), tmp_path / "out")
+    manifest.write_text("path\ttext\tlang\nclips/a1.wav\tGood Morning\ten\nclips/b2.wav\t早 上 好\tzh\n",
+                        encoding="utf-8")
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     assert not rejected
     assert [(u.id, u.speaker, u.lang, u.text) for u in kept] == [
         ("a1", "a1", "en", "good morning"), ("b2", "b2", "zh", "早上好")]
@@ -156,7 +179,7 @@ def test_generic_jsonl(tmp_path, make_wav):
         {"path": "sub/y.flac", "text": "It's a Test.", "lang": "en", "speaker": "s2"},
     ]
     manifest.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\n\n", encoding="utf-8")
-    kept, rejected = build(C.manifest_candidates(manifest), tmp_path / "out")
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     assert not rejected
     assert [(u.id, u.speaker, u.lang, u.text, u.num_samples) for u in kept] == [
         ("x", "s1", "zh", "我爱北京", 12800), ("y", "s2", "en", "it's a test", RATE)]
@@ -171,10 +194,10 @@ def test_generic_jsonl_bad_lines_cost_only_themselves(tmp_path, make_wav):
                          b'{"path": "a.wav", "text": "\xff\xfe bad", "lang": "en"}\n'
                          b'{"path": "b.wav", "text": oops}\n'
                          b'{"path": "b.wav", "text": "second", "lang": "en"}\n')
-    kept, rejected = build(C.manifest_candidates(manifest), tmp_path / "out")
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     assert [u.id for u in kept] == ["a", "b"]
     assert [(j.reason, j.source) for j in rejected] == [
-        (C.UNDECODABLE_TRANSCRIPT, f"{manifest}:2"), (C.UNDECODABLE_TRANSCRIPT, f"{manifest}:3")]
+        (UNDECODABLE_TRANSCRIPT, f"{manifest}:2"), (UNDECODABLE_TRANSCRIPT, f"{manifest}:3")]
     assert "not UTF-8" in rejected[0].detail and f"{manifest}:2" in rejected[0].detail
     assert "invalid JSON" in rejected[1].detail and f"{manifest}:3" in rejected[1].detail
 
@@ -188,9 +211,9 @@ def test_generic_ids_cannot_write_outside_the_corpus(tmp_path, make_wav):
             {"id": "book1/utt1", "path": "a.wav", "text": "nested is fine", "lang": "en", "speaker": "s"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
-    kept, rejected = build(C.manifest_candidates(manifest), out)
+    kept, rejected = build(manifest_candidates(manifest), out)
     assert [u.path for u in kept] == ["audio/en/s/book1/utt1.wav"]
-    assert [(j.id, j.reason) for j in rejected] == [("../../../../escaped", C.OUTSIDE_ROOT), ("x", C.OUTSIDE_ROOT)]
+    assert [(j.id, j.reason) for j in rejected] == [("../../../../escaped", OUTSIDE_ROOT), ("x", OUTSIDE_ROOT)]
     assert all(str(manifest) in j.detail or "a.wav" in j.detail for j in rejected)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav")) == [
         "m/a.wav", "out/audio/en/s/book1/utt1.wav"]
@@ -202,23 +225,23 @@ def test_generic_tsv_undecodable_row(tmp_path, make_wav):
     make_wav(root / "b.wav")
     manifest = root / "data.tsv"
     manifest.write_bytes(b"path\ttext\tlang\na.wav\t\xe4\xbd bad\tzh\nb.wav\t\xe5\xa5\xbd\tzh\n")
-    kept, rejected = build(C.manifest_candidates(manifest), tmp_path / "out")
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     assert [(u.id, u.text) for u in kept] == [("b", "好")]
-    assert [j.reason for j in rejected] == [C.UNDECODABLE_TRANSCRIPT]
+    assert [j.reason for j in rejected] == [UNDECODABLE_TRANSCRIPT]
     assert f"{manifest}:2" in rejected[0].detail
 
 
 def test_generic_manifest_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.tsv"):
-        list(C.manifest_candidates(tmp_path / "nope.tsv"))
+        list(manifest_candidates(tmp_path / "nope.tsv"))
     headerless = tmp_path / "h.tsv"
     headerless.write_text("a.wav\thello\ten\n", encoding="utf-8")
     with pytest.raises(ValueError, match="header"):
-        list(C.manifest_candidates(headerless))
+        list(manifest_candidates(headerless))
     csv = tmp_path / "m.csv"
     csv.write_text("path,text,lang\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unknown manifest type"):
-        list(C.manifest_candidates(csv))
+        list(manifest_candidates(csv))
 
 
 # ---------------------------------------------------------------- LibriSpeech importer
@@ -242,7 +265,7 @@ def librispeech_root(tmp_path, make_wav):
 
 def test_librispeech_real_clip(librispeech_root, tmp_path):
     out = tmp_path / "out"
-    kept, rejected = build(C.librispeech_candidates(librispeech_root), out)
+    kept, rejected = build(librispeech_candidates(librispeech_root), out)
     utt = by_id(kept)["6313-76958-0021"]
     assert utt.num_samples == 190800 and utt.lang == "en" and utt.speaker == "ls6313"
     assert utt.text == LIBRI_TEXT.lower() and utt.text.startswith("keep a goin and if you're lucky")
@@ -254,16 +277,16 @@ def test_librispeech_real_clip(librispeech_root, tmp_path):
 
 
 def test_librispeech_bad_transcript_lines_cost_only_their_utterance(librispeech_root, tmp_path):
-    kept, rejected = build(C.librispeech_candidates(librispeech_root), tmp_path / "out")
+    kept, rejected = build(librispeech_candidates(librispeech_root), tmp_path / "out")
     assert sorted(u.id for u in kept) == ["19-198-0000", "19-198-0002", "6313-76958-0021"]
     assert by_id(kept)["19-198-0000"].text == "northanger abbey" and by_id(kept)["19-198-0000"].speaker == "ls19"
     reasons = {j.id: j for j in rejected}
     assert set(reasons) == {"19-198-0001", "19-198-0003"}
     bad = reasons["19-198-0001"]
-    assert bad.reason == C.UNDECODABLE_TRANSCRIPT
+    assert bad.reason == UNDECODABLE_TRANSCRIPT
     assert "19-198.trans.txt:2" in bad.detail and "UTF-8" in bad.detail
     missing = reasons["19-198-0003"]
-    assert missing.reason == C.MISSING_TRANSCRIPT and "19-198-0003.flac" in missing.detail
+    assert missing.reason == MISSING_TRANSCRIPT and "19-198-0003.flac" in missing.detail
 
 
 def test_librispeech_symlink_out_of_the_root_is_rejected(tmp_path, make_wav):
@@ -272,15 +295,15 @@ def test_librispeech_symlink_out_of_the_root_is_rejected(tmp_path, make_wav):
     outside = make_wav(tmp_path / "elsewhere" / "19-198-0001.flac")
     (root / "19" / "198" / "19-198-0001.flac").symlink_to(outside)
     (root / "19" / "198" / "19-198.trans.txt").write_text("19-198-0000 A\n19-198-0001 B\n", encoding="utf-8")
-    kept, rejected = build(C.librispeech_candidates(root), tmp_path / "out")
+    kept, rejected = build(librispeech_candidates(root), tmp_path / "out")
     assert [u.id for u in kept] == ["19-198-0000"]
-    assert [(j.id, j.reason) for j in rejected] == [("19-198-0001", C.OUTSIDE_ROOT)]
+    assert [(j.id, j.reason) for j in rejected] == [("19-198-0001", OUTSIDE_ROOT)]
     assert "19-198-0001.flac" in rejected[0].detail
 
 
 def test_librispeech_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="LibriSpeech root"):
-        list(C.librispeech_candidates(tmp_path / "nope"))
+        list(librispeech_candidates(tmp_path / "nope"))
 
 
 # ---------------------------------------------------------------- AISHELL-1 importer
@@ -296,13 +319,13 @@ def aishell_root(tmp_path, make_wav):
     transcript.write_bytes("BAC009S0002W0122 而 对 楼市 成交 抑制 作用 最 大 的 限 购\n".encode()
                            + b"BAC009S0002W0123 \xe4\xbd \xe5\xa5\xbd\n"
                            + "BAC009S0724W0121 甚至 出现 交易 几乎 停滞 的 情况\n".encode()
-                           + "BAC009S0764W0121 hello OK\n".encode())
+                           + b"BAC009S0764W0121 hello OK\n")
     return root
 
 
 def test_aishell_importer(aishell_root, tmp_path):
     out = tmp_path / "out"
-    kept, rejected = build(C.import_candidates({"format": "aishell", "root": str(aishell_root)}), out)
+    kept, rejected = build(import_candidates({"format": "aishell", "root": str(aishell_root)}), out)
     assert [(u.id, u.lang, u.speaker, u.text, u.num_samples) for u in kept] == [
         ("BAC009S0724W0121", "zh", "aiS0724", "甚至出现交易几乎停滞的情况", 14400),
         ("BAC009S0002W0122", "zh", "aiS0002", "而对楼市成交抑制作用最大的限购", RATE),
@@ -311,16 +334,16 @@ def test_aishell_importer(aishell_root, tmp_path):
         assert_written(out, u)
     reasons = by_id(rejected)
     assert {i: j.reason for i, j in reasons.items()} == {
-        "BAC009S0002W0123": C.UNDECODABLE_TRANSCRIPT, "BAC009S0764W0121": C.EMPTY_TRANSCRIPT}
+        "BAC009S0002W0123": UNDECODABLE_TRANSCRIPT, "BAC009S0764W0121": EMPTY_TRANSCRIPT}
     assert "aishell_transcript_v0.8.txt:2" in reasons["BAC009S0002W0123"].detail
     assert "BAC009S0764W0121.wav" in reasons["BAC009S0764W0121"].detail
 
 
 def test_aishell_missing_transcript_file(aishell_root):
     with pytest.raises(FileNotFoundError, match="other.txt"):
-        list(C.aishell_candidates(aishell_root, "other.txt"))
+        list(aishell_candidates(aishell_root, "other.txt"))
     with pytest.raises(FileNotFoundError, match="AISHELL root"):
-        list(C.aishell_candidates(aishell_root / "nope", "t.txt"))
+        list(aishell_candidates(aishell_root / "nope", "t.txt"))
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -330,16 +353,16 @@ def test_aishell_missing_transcript_file(aishell_root):
 ])
 def test_import_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
-        C.import_candidates(spec)
+        import_candidates(spec)
 
 
 # ---------------------------------------------------------------- synthetic corpus
-SMALL = C.SyntheticConfig(seed=0, utterances={"en": 3, "zh": 3}, speakers={"en": 2, "zh": 2})
+SMALL = SyntheticConfig(seed=0, utterances={"en": 3, "zh": 3}, speakers={"en": 2, "zh": 2})
 
 
 def test_synthetic_corpus_is_deterministic_from_seed(tmp_path):
-    first = list(C.synthetic_candidates(SMALL))
-    second = list(C.synthetic_candidates(SMALL))
+    first = list(synthetic_candidates(SMALL))
+    second = list(synthetic_candidates(SMALL))
     assert [c.id for c in first] == ["en_spk000_00000", "en_spk001_00001", "en_spk000_00002",
                                      "zh_spk000_00000", "zh_spk001_00001", "zh_spk000_00002"]
     for a, b in zip(first, second, strict=True):
@@ -350,21 +373,21 @@ def test_synthetic_corpus_is_deterministic_from_seed(tmp_path):
     kept_b, _ = build(iter(second), tmp_path / "b")
     assert [u.alignment for u in kept_a] == [u.alignment for u in kept_b]
 
-    other = list(C.synthetic_candidates(C.SyntheticConfig(seed=1, utterances=SMALL.utterances,
+    other = list(synthetic_candidates(SyntheticConfig(seed=1, utterances=SMALL.utterances,
                                                           speakers=SMALL.speakers)))
     assert [c.text for c in other] != [c.text for c in first]
     assert [c.voice for c in other] != [c.voice for c in first]
 
 
 def test_synthetic_corpus_texts_and_alignments(tmp_path):
-    kept, rejected = build(C.synthetic_candidates(SMALL), tmp_path / "out")
+    kept, rejected = build(synthetic_candidates(SMALL), tmp_path / "out")
     assert not rejected and len(kept) == 6
     for u in kept:
         if u.lang == "zh":
             assert re.fullmatch(r"[\u4e00-\u9fff]+", u.text), u.text
         else:
             assert re.fullmatch(r"[a-z']+( [a-z']+)*", u.text), u.text
-        assert u.voice and u.voice.startswith(("cmn+" if u.lang == "zh" else "en"))
+        assert u.voice and u.voice.startswith("cmn+" if u.lang == "zh" else "en")
         duration = u.num_samples / RATE
         assert duration >= CFG.min_seconds
         align = u.alignment
@@ -377,14 +400,14 @@ def test_synthetic_corpus_texts_and_alignments(tmp_path):
             if nxt is not None:
                 assert nxt[1] == end  # contiguous
                 assert nxt[0] != name  # equal neighbours are merged
-        assert any(name != C.SILENCE for name, _, _ in align)
+        assert any(name != SILENCE for name, _, _ in align)
         assert_written(tmp_path / "out", u)
 
 
 def test_synthetic_speakers(tmp_path):
-    cfg = C.SyntheticConfig(seed=3, speakers={"en": 5, "zh": 4}, rate_wpm=(140, 160), pitch=(30, 40))
-    speakers = C.synthetic_speakers(cfg)
-    assert speakers == C.synthetic_speakers(cfg)
+    cfg = SyntheticConfig(seed=3, speakers={"en": 5, "zh": 4}, rate_wpm=(140, 160), pitch=(30, 40))
+    speakers = synthetic_speakers(cfg)
+    assert speakers == synthetic_speakers(cfg)
     assert [s.id for s in speakers] == [f"en_spk{k:03d}" for k in range(5)] + [f"zh_spk{k:03d}" for k in range(4)]
     assert len({s.voice for s in speakers}) == 9
     assert all(140 <= s.rate <= 160 and 30 <= s.pitch <= 40 for s in speakers)
@@ -392,21 +415,21 @@ def test_synthetic_speakers(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, message", [
-    (C.SyntheticConfig(speakers={"en": 1, "zh": 1000}), "exceeds the"),
-    (C.SyntheticConfig(utterances={"en": 1, "fr": 1}, speakers={"en": 1, "zh": 1}), "unknown language"),
-    (C.SyntheticConfig(utterances={"en": 1, "zh": 1}, speakers={"en": 1, "zh": 0}), "speakers.zh must be > 0"),
+    (SyntheticConfig(speakers={"en": 1, "zh": 1000}), "exceeds the"),
+    (SyntheticConfig(utterances={"en": 1, "fr": 1}, speakers={"en": 1, "zh": 1}), "unknown language"),
+    (SyntheticConfig(utterances={"en": 1, "zh": 1}, speakers={"en": 1, "zh": 0}), "speakers.zh must be > 0"),
 ])
 def test_synthetic_config_errors(cfg, message):
     with pytest.raises(ValueError, match=message):
-        list(C.synthetic_candidates(cfg))
+        list(synthetic_candidates(cfg))
 
 
 def test_synthetic_extra_text(tmp_path):
     extra = tmp_path / "extra.txt"
     extra.write_text("en\tThe Purple Walrus sings\nzh\t紫色 海象 唱歌\n", encoding="utf-8")
-    cfg = C.SyntheticConfig(seed=0, utterances={"en": 2, "zh": 2}, speakers={"en": 1, "zh": 1},
+    cfg = SyntheticConfig(seed=0, utterances={"en": 2, "zh": 2}, speakers={"en": 1, "zh": 1},
                             extra_text=str(extra), extra_share=1.0)
-    assert [c.text for c in C.synthetic_candidates(cfg)] == ["the purple walrus sings"] * 2 + ["紫色海象唱歌"] * 2
+    assert [c.text for c in synthetic_candidates(cfg)] == ["the purple walrus sings"] * 2 + ["紫色海象唱歌"] * 2
 
 
 def test_espeak_engine():
@@ -439,55 +462,55 @@ def test_espeak_repeats_itself_whatever_the_clock_and_history():
 # ---------------------------------------------------------------- alignment
 def test_phone_intervals_hand_built():
     events = [("h", 0.0), ("'E", 0.1), (",E", 0.2), ("_:", 0.3), ("l", 0.3), ("oU", 0.5), ("_", 0.7)]
-    assert C.phone_intervals(events, 0.8) == [
+    assert phone_intervals(events, 0.8) == [
         ["h", 0.0, 0.1], ["E", 0.1, 0.3], ["l", 0.3, 0.5], ["oU", 0.5, 0.7], ["sil", 0.7, 0.8]]
 
 
 def test_phone_intervals_leading_silence_and_clamping():
-    assert C.phone_intervals([("a", 0.2), ("b", 0.5), ("c", 0.9)], 0.6) == [
+    assert phone_intervals([("a", 0.2), ("b", 0.5), ("c", 0.9)], 0.6) == [
         ["sil", 0.0, 0.2], ["a", 0.2, 0.5], ["b", 0.5, 0.6]]
-    assert C.phone_intervals([], 0.4) == [["sil", 0.0, 0.4]]
+    assert phone_intervals([], 0.4) == [["sil", 0.0, 0.4]]
 
 
 # ---------------------------------------------------------------- records, metrics, failure
 def test_manifest_round_trip(tmp_path):
-    utts = [C.Utterance("a", "zh", "s", "audio/zh/s/a.wav", 16000, "你好", "cmn+f1", [["n", 0.0, 0.5]]),
-            C.Utterance("b", "en", "t", "audio/en/t/b.wav", 8000, "hi")]
+    utts = [Utterance("a", "zh", "s", "audio/zh/s/a.wav", 16000, "你好", "cmn+f1", [["n", 0.0, 0.5]]),
+            Utterance("b", "en", "t", "audio/en/t/b.wav", 8000, "hi")]
     path = tmp_path / "m" / "manifest.jsonl"
-    C.write_jsonl(path, (u.to_dict() for u in utts))
+    write_jsonl(path, (u.to_dict() for u in utts))
     assert "你好" in path.read_text(encoding="utf-8")  # written as UTF-8, not \u escapes
-    assert C.read_manifest(path) == utts
+    assert read_manifest(path) == utts
     # a manifest written before clipped_samples existed still reads
     old = {k: v for k, v in utts[0].to_dict().items() if k != "clipped_samples"}
-    assert C.Utterance.from_dict(old) == utts[0]
+    assert Utterance.from_dict(old) == utts[0]
 
 
 def test_corpus_metrics_hand_computed():
-    kept = [C.Utterance("a", "en", "s1", "p", 3600 * 16000, "x"),
-            C.Utterance("b", "en", "s2", "p", 1800 * 16000, "x", alignment=[["sil", 0.0, 1.0]]),
-            C.Utterance("c", "zh", "s3", "p", 900 * 16000, "好")]
-    rejected = [C.Rejection("d", "d.wav", audio.TOO_SHORT, "d.wav: short"),
-                C.Rejection("e", "e.wav", audio.TOO_SHORT, "e.wav: short"),
-                C.Rejection("f", "f.wav", C.DUPLICATE_ID, "f.wav: dup")]
-    m = C.corpus_metrics(kept, rejected, 16000)
+    kept = [Utterance("a", "en", "s1", "p", 3600 * 16000, "x"),
+            Utterance("b", "en", "s2", "p", 1800 * 16000, "x", alignment=[["sil", 0.0, 1.0]]),
+            Utterance("c", "zh", "s3", "p", 900 * 16000, "好")]
+    rejected = [Rejection("d", "d.wav", TOO_SHORT, "d.wav: short"),
+                Rejection("e", "e.wav", TOO_SHORT, "e.wav: short"),
+                Rejection("f", "f.wav", DUPLICATE_ID, "f.wav: dup")]
+    m = corpus_metrics(kept, rejected, 16000)
     assert m["utterances"] == {"en": 2, "zh": 1, "total": 3}
     assert m["hours"]["en"] == pytest.approx(1.5) and m["hours"]["zh"] == pytest.approx(0.25)
     assert m["hours"]["total"] == pytest.approx(1.75)
     assert m["speakers"] == {"en": 2, "zh": 1} and m["aligned_utterances"] == 1
     assert m["rejected"]["too_short"] == 2 and m["rejected"]["duplicate_id"] == 1 and m["rejected"]["total"] == 3
-    assert set(m["rejected"]) == set(C.REASONS) | {"total"}
+    assert set(m["rejected"]) == set(REASONS) | {"total"}
 
 
 def test_check_usable(tmp_path):
-    utt = C.Utterance("a", "en", "s", "p", 16000, "x")
-    rej = [C.Rejection("b", "b.wav", audio.CORRUPT_AUDIO, "b.wav: bad"),
-           C.Rejection("c", "c.wav", audio.CORRUPT_AUDIO, "c.wav: bad"),
-           C.Rejection("d", "d.wav", C.UNKNOWN_LANG, "d.wav: fr")]
-    C.check_usable([utt], rej, tmp_path / "rejected.jsonl")  # something kept: no error
-    with pytest.raises(C.NothingUsable, match="corpus is empty"):
-        C.check_usable([], [], tmp_path / "rejected.jsonl")
-    with pytest.raises(C.NothingUsable) as err:
-        C.check_usable([], rej, tmp_path / "rejected.jsonl")
+    utt = Utterance("a", "en", "s", "p", 16000, "x")
+    rej = [Rejection("b", "b.wav", CORRUPT_AUDIO, "b.wav: bad"),
+           Rejection("c", "c.wav", CORRUPT_AUDIO, "c.wav: bad"),
+           Rejection("d", "d.wav", UNKNOWN_LANG, "d.wav: fr")]
+    check_usable([utt], rej, tmp_path / "rejected.jsonl")  # something kept: no error
+    with pytest.raises(NothingUsable, match="corpus is empty"):
+        check_usable([], [], tmp_path / "rejected.jsonl")
+    with pytest.raises(NothingUsable) as err:
+        check_usable([], rej, tmp_path / "rejected.jsonl")
     message = str(err.value)
     assert "all 3 utterances" in message and "corrupt_audio: 2" in message and "unknown_lang: 1" in message
     assert str(tmp_path / "rejected.jsonl") in message
@@ -495,8 +518,8 @@ def test_check_usable(tmp_path):
 
 def test_synthetic_noise_floor_is_seeded_and_at_the_asked_level():
     small = dict(seed=2, utterances={"en": 1, "zh": 1}, speakers={"en": 1, "zh": 1})
-    clean = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None)))
-    noisy = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=-40.0)))
+    clean = list(synthetic_candidates(SyntheticConfig(**small, noise_dbfs=None)))
+    noisy = list(synthetic_candidates(SyntheticConfig(**small, noise_dbfs=-40.0)))
     for c, n in zip(clean, noisy, strict=True):
         assert np.any(c.waveform == 0.0)  # espeak's pauses are digital zeros
         assert not np.any(n.waveform == 0.0)
@@ -509,22 +532,21 @@ def test_manifest_jsonl_line_that_is_not_an_object_is_rejected_with_its_line(tmp
     root = tmp_path / "m"
     root.mkdir()
     good = root / "good.wav"
-    import soundfile as sf
     import numpy as np
+    import soundfile as sf
     sf.write(str(good), np.zeros(16000, np.float32) + 0.01, 16000)
     manifest = root / "list.jsonl"
     manifest.write_text('{"path": "good.wav", "text": "hello", "lang": "en"}\n[1, 2, 3]\n', encoding="utf-8")
-    from hubert import corpus as C
-    kept, rejected = C.build_corpus(C.manifest_candidates(manifest), tmp_path / "out", C.BuildConfig(), progress=False)
+    kept, rejected = build_corpus(manifest_candidates(manifest), tmp_path / "out", BuildConfig(), progress=False)
     assert [u.id for u in kept] == ["good"]
-    assert [r.reason for r in rejected] == [C.UNDECODABLE_TRANSCRIPT]
+    assert [r.reason for r in rejected] == [UNDECODABLE_TRANSCRIPT]
     assert "list.jsonl:2" in rejected[0].detail and "JSON object" in rejected[0].detail
 
 
 def test_transcript_file_with_tab_after_the_id(tmp_path):
-    from hubert.corpus import read_transcripts
+    from hubert.corpus.importers import read_transcripts
     path = tmp_path / "t.txt"
-    path.write_bytes("A1\thello world\nA2 second line\n".encode())
+    path.write_bytes(b"A1\thello world\nA2 second line\n")
     assert read_transcripts(path) == {"A1": ("hello world", None), "A2": ("second line", None)}
 
 
@@ -533,16 +555,16 @@ def test_synthetic_too_loud_is_said_again_quieter_not_clipped():
     small = dict(seed=2, utterances={"en": 2, "zh": 2}, speakers={"en": 2, "zh": 2})
     engine = Espeak()
     loud = [engine.synthesize(c.text, c.source.removeprefix("espeak:"), 170, 50, volume=200).waveform
-            for c in C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None))]
-    assert max(np.abs(w).max() for w in loud) > C.PEAK_LIMIT  # the case is real
-    cands = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None, volume=200)))
-    assert all(np.abs(c.waveform).max() <= C.PEAK_LIMIT for c in cands)
+            for c in synthetic_candidates(SyntheticConfig(**small, noise_dbfs=None))]
+    assert max(np.abs(w).max() for w in loud) > PEAK_LIMIT  # the case is real
+    cands = list(synthetic_candidates(SyntheticConfig(**small, noise_dbfs=None, volume=200)))
+    assert all(np.abs(c.waveform).max() <= PEAK_LIMIT for c in cands)
     assert all(np.abs(c.waveform).max() > 0.25 for c in cands)  # quieter, not silent
-    again = list(C.synthetic_candidates(C.SyntheticConfig(**small, noise_dbfs=None, volume=200)))
+    again = list(synthetic_candidates(SyntheticConfig(**small, noise_dbfs=None, volume=200)))
     for a, b in zip(cands, again, strict=True):
         np.testing.assert_array_equal(a.waveform, b.waveform)
 
 
 def test_clipped_samples_counts_full_scale():
     wav = np.array([0.0, 0.5, 32767 / 32768, -1.0, 1.3, -0.99], dtype=np.float32)
-    assert audio.clipped_samples(wav) == 3
+    assert clipped_samples(wav) == 3

@@ -1,6 +1,6 @@
 """Our pretraining checkpoint in other toolkits: fairseq's own loader and
 torchaudio (import_fairseq_model) give the same layer outputs as
-hubert.features.HubertFeatureReader."""
+hubert.labels.hubert_layers.HubertFeatureReader."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests._pretrain_fixtures import forget_fairseq_schema, resumed_run  # noqa: F401 (autouse)
+from tests._pretrain_fixtures import resumed_run
 
 pytestmark = pytest.mark.slow
 TOL = 1e-4
@@ -34,8 +34,8 @@ def test_fairseq_torchaudio_and_our_reader_give_the_same_layers(checkpoint, wave
     from fairseq import checkpoint_utils
     from torchaudio.models.wav2vec2.utils import import_fairseq_model
 
-    from hubert.checkpoint import allowed_globals
-    from hubert.features import HubertFeatureReader
+    from hubert.fairseq.checkpoint import allowed_globals
+    from hubert.labels.hubert_layers import HubertFeatureReader
 
     monkeypatch.chdir(tmp_path)  # loading needs neither the clone's data nor its working directory
     with torch.serialization.safe_globals(allowed_globals()):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hubert.balance import BalanceConfig
-from hubert.corpus import SyntheticConfig
+from hubert.balance.splits import BalanceConfig
+from hubert.corpus.build import CorpusParams
+from hubert.corpus.synthetic import SyntheticConfig
 from hubert.params import compose, from_dict, load_params, load_section
 from stages import compose_params
-from stages.corpus import CorpusParams
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params"
@@ -94,7 +94,8 @@ def test_params_yaml_is_composed_from_params_dir():
     profile = yaml.safe_load(text)["profile_name"]
     expected = compose(PARAMS) if profile == default_profile() else compose(PARAMS, [f"profile={profile}"])
     assert text == expected, (f"params.yaml differs from params/ composed for profile {profile}: regenerate it "
-                              f"with `make params PROFILE={profile}` (python -m stages.compose_params profile={profile})")
+                              f"with `make params PROFILE={profile}` "
+                              f"(python -m stages.compose_params profile={profile})")
 
 
 def test_committed_params_yaml_is_the_default_profile():

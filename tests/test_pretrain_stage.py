@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hubert import fairseq_run as F
-from tests._pretrain_fixtures import (files_under, forget_fairseq_schema, make_clone,  # noqa: F401 (autouse)
-                                      resumed_run, run_stage, stage_args)
+from hubert.fairseq.launcher import parse_log_line, read_log
+from tests._pretrain_fixtures import files_under, make_clone, resumed_run, run_stage, stage_args
 
 pytestmark = pytest.mark.slow
 OUT = Path("data/pretrain/iter1")
@@ -26,7 +25,7 @@ def run(tmp_path_factory, tiny_corpus, tiny_manifests):
 
 
 def fairseq_records(output: str, tag: str = "train_inner") -> list[dict[str, float]]:
-    return [stats for tag_, stats in filter(None, map(F.parse_log_line, output.splitlines())) if tag_ == tag]
+    return [stats for tag_, stats in filter(None, map(parse_log_line, output.splitlines())) if tag_ == tag]
 
 
 def tsv_steps(path: Path) -> list[int]:
@@ -34,7 +33,7 @@ def tsv_steps(path: Path) -> list[int]:
 
 
 def state(clone: Path) -> dict:
-    from hubert.checkpoint import safe_load
+    from hubert.fairseq.checkpoint import safe_load
 
     return safe_load(clone / OUT / "checkpoint.pt")
 
@@ -56,7 +55,7 @@ def test_next_run_continues_from_the_last_checkpoint(run):
     assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ 10 updates\)", out)
     steps = [int(r["num_updates"]) for r in fairseq_records(out)]
     assert steps[0] == 12 and steps[-1] == 40  # num_updates continues; it does not start over at 2
-    log = [r.step for r in F.read_log(run.clone / OUT / "checkpoints") if r.tag == "train_inner"]
+    log = [r.step for r in read_log(run.clone / OUT / "checkpoints") if r.tag == "train_inner"]
     assert log == list(range(2, 41, 2))  # the whole curve, each update once
     assert tsv_steps(run.clone / "dvclive/pretrain_iter1/plots/metrics/train/loss_m.tsv") == log
     assert state(run.clone)["optimizer_history"][-1]["num_updates"] == 40
@@ -134,7 +133,7 @@ def test_dictionary_of_another_kmeans_run_stops_training(tmp_path, tiny_corpus, 
 
 
 def test_empty_dictionary_is_refused_before_launching(tmp_path, tiny_corpus, tiny_manifests, monkeypatch):
-    from hubert.labels import DictionaryError
+    from hubert.fairseq.formats import DictionaryError
     from stages import pretrain
 
     clone = make_clone(tmp_path / "repo", tiny_corpus, tiny_manifests)

@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from hubert import corpus as C
-from hubert.balance import SPLITS
+from hubert.balance.splits import SPLITS
+from hubert.corpus.build import REASONS, NothingUsable
+from hubert.corpus.records import read_manifest
 from stages import balance as balance_stage
 from stages import corpus as corpus_stage
 
@@ -35,7 +36,7 @@ def read_split(manifests: Path, split: str) -> tuple[str, list[tuple[str, int]],
 # ---------------------------------------------------------------- corpus stage, tiny profile
 def test_corpus_outputs(tiny_params, tiny_corpus, tiny_metrics):
     synth = yaml.safe_load(tiny_params.read_text())["corpus"]["synthetic"]
-    utts = C.read_manifest(tiny_corpus / "manifest.jsonl")
+    utts = read_manifest(tiny_corpus / "manifest.jsonl")
     assert (tiny_corpus / "rejected.jsonl").is_file()
     assert Counter(u.lang for u in utts) == synth["utterances"]
     assert {lang: len({u.speaker for u in utts if u.lang == lang}) for lang in ("en", "zh")} == synth["speakers"]
@@ -51,14 +52,14 @@ def test_corpus_outputs(tiny_params, tiny_corpus, tiny_metrics):
 def test_corpus_metrics(tiny_corpus, tiny_metrics):
     metrics = json.loads((tiny_metrics / "corpus.json").read_text())
     assert not non_numeric_leaves(metrics)
-    utts = C.read_manifest(tiny_corpus / "manifest.jsonl")
+    utts = read_manifest(tiny_corpus / "manifest.jsonl")
     rejected = (tiny_corpus / "rejected.jsonl").read_text().splitlines()
     for lang in ("en", "zh"):
         assert metrics["utterances"][lang] == sum(u.lang == lang for u in utts)
         hours = sum(u.num_samples for u in utts if u.lang == lang) / RATE / 3600
         assert metrics["hours"][lang] == pytest.approx(hours, abs=1e-4)
     assert metrics["utterances"]["total"] == len(utts)
-    assert set(metrics["rejected"]) == set(C.REASONS) | {"total"}
+    assert set(metrics["rejected"]) == set(REASONS) | {"total"}
     # the synthesiser's saturating voices are said again quieter: nothing clipped, and the count is real
     assert metrics["clipped"] == {"utterances": 0, "samples": 0}
     for u in utts:
@@ -83,7 +84,7 @@ def test_corpus_stage_is_byte_identical_when_run_again(tiny_params, tiny_corpus,
 
 # ---------------------------------------------------------------- balance stage, tiny profile
 def test_manifests_line_aligned_with_root_first(tiny_corpus, tiny_manifests):
-    by_path = {u.path: u for u in C.read_manifest(tiny_corpus / "manifest.jsonl")}
+    by_path = {u.path: u for u in read_manifest(tiny_corpus / "manifest.jsonl")}
     for split in SPLITS:
         root, rows, langs, words = read_split(tiny_manifests, split)
         assert root == tiny_corpus.as_posix()
@@ -95,7 +96,7 @@ def test_manifests_line_aligned_with_root_first(tiny_corpus, tiny_manifests):
 
 
 def test_manifest_splits_are_speaker_disjoint(tiny_corpus, tiny_manifests, tiny_params):
-    by_path = {u.path: u for u in C.read_manifest(tiny_corpus / "manifest.jsonl")}
+    by_path = {u.path: u for u in read_manifest(tiny_corpus / "manifest.jsonl")}
     speakers = {s: {by_path[p].speaker for p, _ in read_split(tiny_manifests, s)[1]} for s in SPLITS}
     assert not speakers["train"] & speakers["valid"]
     assert not speakers["train"] & speakers["test"]
@@ -115,13 +116,13 @@ def test_balance_metrics(tiny_corpus, tiny_manifests, tiny_metrics, tiny_params)
         if split == "train":
             continue  # train.tsv is the balanced list: its hours are pretrain.hours_after
         for lang in ("en", "zh"):
-            hours = sum(n for (_, n), l in zip(rows, langs) if l == lang) / RATE / 3600
+            hours = sum(n for (_, n), tag in zip(rows, langs) if tag == lang) / RATE / 3600
             assert metrics["hours"][split][lang] == pytest.approx(hours, abs=1e-4)
     _, rows, langs, _ = read_split(tiny_manifests, "train")
     pre = metrics["pretrain"]
     assert pre["utterances"] == len(rows)
     for lang in ("en", "zh"):
-        after = sum(n for (_, n), l in zip(rows, langs) if l == lang) / RATE / 3600
+        after = sum(n for (_, n), tag in zip(rows, langs) if tag == lang) / RATE / 3600
         assert pre["hours_after"][lang] == pytest.approx(after, abs=1e-4)
         assert pre["hours_before"][lang] == pytest.approx(metrics["hours"]["train"][lang], abs=1e-4)
     for key in ("proportion_natural", "proportion_target", "proportion_effective"):
@@ -172,7 +173,7 @@ def test_corpus_stage_imports_only(tmp_path, make_wav):
                                        {"format": "manifest", "root": str(tmp_path / "gen" / "list.tsv")}])
     out, metrics_path = tmp_path / "corpus", tmp_path / "metrics" / "corpus.json"
     metrics = corpus_stage.main(["--params", str(params), "--out", str(out), "--metrics", str(metrics_path)])
-    utts = C.read_manifest(out / "manifest.jsonl")
+    utts = read_manifest(out / "manifest.jsonl")
     assert [(u.id, u.lang, u.num_samples, u.text) for u in utts] == [
         ("6313-76958-0021", "en", 190800, "keep a goin"), ("a", "zh", RATE, "你好")]
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
@@ -190,7 +191,7 @@ def test_corpus_stage_nothing_usable(tmp_path, make_wav):
                                    "nowhere.wav\thi\ten\nshort.wav\thi\tfr\n")
     params = imports_params(tmp_path, [{"format": "manifest", "root": str(root / "list.tsv")}])
     out, metrics_path = tmp_path / "corpus", tmp_path / "metrics" / "corpus.json"
-    with pytest.raises(C.NothingUsable) as err:
+    with pytest.raises(NothingUsable) as err:
         corpus_stage.main(["--params", str(params), "--out", str(out), "--metrics", str(metrics_path)])
     message = str(err.value)
     assert "all 4 utterances were rejected" in message
@@ -220,7 +221,7 @@ def test_corpus_stage_keeps_clipped_audio_and_names_it(tmp_path, make_wav, capsy
     params = imports_params(tmp_path, [{"format": "manifest", "root": str(root / "list.tsv")}])
     out = tmp_path / "corpus"
     metrics = corpus_stage.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json")])
-    utts = {u.id: u for u in C.read_manifest(out / "manifest.jsonl")}
+    utts = {u.id: u for u in read_manifest(out / "manifest.jsonl")}
     assert set(utts) == {"loud", "fine"}  # kept: clipping is a warning, not a rejection
     expected = int(np.count_nonzero(np.abs(loud) >= 32767 / 32768))
     assert expected > 1000 and utts["loud"].clipped_samples == expected and utts["fine"].clipped_samples == 0

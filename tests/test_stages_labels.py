@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from hubert import labels as L
+from hubert.labels.checks import LabelRateError, check_labels, read_label_rate
 from stages import features as features_stage
 from stages import kmeans as kmeans_stage
 from tests._labels_fixtures import make_tiny_checkpoint
@@ -39,13 +39,13 @@ def test_iter1_outputs(iter1, tiny_params, tiny_manifests):
         f"{s}_{r}_2.{e}" for s in ("train", "valid") for r in range(2) for e in ("npy", "len"))
     assert sorted(p.name for p in labels.iterdir()) == sorted(
         ["train.km", "valid.km", "dict.km.txt", "kmeans.joblib", "label_rate.json"])
-    assert L.read_label_rate(labels) == 100.0
+    assert read_label_rate(labels) == 100.0
     assert (labels / "dict.km.txt").read_text().splitlines()[-1].startswith(f"{k - 1} ")
     assert len((labels / "dict.km.txt").read_text().splitlines()) == k
     for split in ("train", "valid"):
         tsv_lines = len((tiny_manifests / f"{split}.tsv").read_text().splitlines()) - 1
         assert len((labels / f"{split}.km").read_text().splitlines()) == tsv_lines
-        L.check_labels(tiny_manifests / f"{split}.tsv", labels / f"{split}.km", labels / "dict.km.txt", 100)
+        check_labels(tiny_manifests / f"{split}.tsv", labels / f"{split}.km", labels / "dict.km.txt", 100)
     assert not non_numeric_leaves(metrics)
     assert metrics["label_rate"] == 100.0 and metrics["n_clusters"] == k
     assert metrics["utterances"]["without_alignment"] == 0 and metrics["utterances"]["aligned"] > 0
@@ -80,7 +80,7 @@ def test_labels_load_in_fairseqs_hubert_dataset(iter1, tiny_manifests):
 
     _, _, labels, _ = iter1
     dictionary = Dictionary.load(str(labels / "dict.km.txt"))
-    rate = L.read_label_rate(labels)
+    rate = read_label_rate(labels)
     ds = HubertDataset(str(tiny_manifests / "valid.tsv"), sample_rate=16000, label_paths=[str(labels / "valid.km")],
                        label_rates=rate, pad_list=[dictionary.pad()], eos_list=[dictionary.eos()],
                        label_processors=[LabelEncoder(dictionary)], pad_audio=False, random_crop=False)
@@ -93,10 +93,10 @@ def test_labels_load_in_fairseqs_hubert_dataset(iter1, tiny_manifests):
 def test_iter2_from_a_hubert_checkpoint(tiny_params, tiny_manifests, tiny_corpus, tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "checkpoint_best.pt")
     feats, labels, metrics = _run("iter2", tiny_params, tiny_manifests, tiny_corpus, tmp_path, checkpoint=ckpt)
-    assert L.read_label_rate(labels) == 50.0 and metrics["label_rate"] == 50.0
-    L.check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 50)
-    with pytest.raises(L.LabelRateError):
-        L.check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 100)
+    assert read_label_rate(labels) == 50.0 and metrics["label_rate"] == 50.0
+    check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 50)
+    with pytest.raises(LabelRateError):
+        check_labels(tiny_manifests / "train.tsv", labels / "train.km", labels / "dict.km.txt", 100)
 
 
 def test_features_stage_rejects_a_missing_checkpoint(tiny_params, tiny_manifests, tmp_path):

@@ -1,4 +1,4 @@
-"""hubert.checkpoint: weights_only loading with fairseq's Dictionary allowed, and nothing else."""
+"""hubert.fairseq.checkpoint: weights_only loading with fairseq's Dictionary allowed, and nothing else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from hubert.checkpoint import UnsafeCheckpointError, load_hubert, safe_load
+from hubert.fairseq.checkpoint import UnsafeCheckpointError, load_hubert, safe_load
 from tests._labels_fixtures import make_tiny_checkpoint
 
 
@@ -100,7 +100,7 @@ def test_fairseqs_own_loader_reads_it_with_the_same_allow_list(ckpt):
     """The checkpoint layout is fairseq's: its loader accepts it under the same allow-list."""
     from fairseq import checkpoint_utils
 
-    from hubert.checkpoint import allowed_globals
+    from hubert.fairseq.checkpoint import allowed_globals
 
     with torch.serialization.safe_globals(allowed_globals()):
         models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])

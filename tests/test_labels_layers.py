@@ -11,7 +11,11 @@ import pytest
 import torch
 import yaml
 
-from hubert.features import HubertFeatureReader, read_tsv, read_waveform
+from hubert.fairseq.formats import read_tsv
+from hubert.labels.features import read_waveform
+from hubert.labels.hubert_layers import HubertFeatureReader
+from hubert.labels.layers import SCORES, Drawn, distinct_utterances, draw
+from hubert.labels.params import SweepConfig
 from hubert.params import from_dict
 from stages import layers as layers_stage
 from tests._labels_fixtures import make_tiny_checkpoint
@@ -46,7 +50,7 @@ def sweep(one_thread, ckpt, tiny_params, tiny_manifests, tiny_corpus, tmp_path_f
 
 def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
     keys = {f"layer_{i}" for i in range(1, N_LAYERS + 1)}
-    for name in layers_stage.SCORES:
+    for name in SCORES:
         assert set(sweep[name]) == keys
     pnmi = [sweep["pnmi"][f"layer_{i}"] for i in range(1, N_LAYERS + 1)]
     assert sweep["best_layer"] == int(np.argmax(pnmi)) + 1
@@ -61,7 +65,7 @@ def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
     kmeans = yaml.safe_load(tiny_params.read_text())["labels"]["iter2"]["kmeans"]
     assert sweep["n_layers"] == N_LAYERS and sweep["n_clusters"] == kmeans["n_clusters"]
     assert sweep["label_rate"] == 50.0
-    for scores in [sweep["mfcc"], sweep["mfcc_at_layer_rate"]] + [{n: sweep[n][k] for n in layers_stage.SCORES} for k in keys]:
+    for scores in [sweep["mfcc"], sweep["mfcc_at_layer_rate"]] + [{n: sweep[n][k] for n in SCORES} for k in keys]:
         assert 0 <= scores["pnmi_shuffled"] < 1 and 0 < scores["pnmi"] < 1 and 0 < scores["phone_purity"] <= 1
     # MFCC clusters phones far better than the layers of an untrained model
     assert sweep["mfcc"]["pnmi"] > max(pnmi) and sweep["mfcc"]["pnmi"] > 3 * sweep["mfcc"]["pnmi_shuffled"]
@@ -88,26 +92,26 @@ def test_all_layers_in_one_pass_equal_the_single_layer_reader(one_thread, ckpt, 
 
 
 def test_draw_is_seeded_capped_and_puts_train_first():
-    utts = [layers_stage.Drawn("valid" if i % 4 == 0 else "train", f"u{i}", f"/a/u{i}.wav", 16000)
+    utts = [Drawn("valid" if i % 4 == 0 else "train", f"u{i}", f"/a/u{i}.wav", 16000)
             for i in range(40)]
-    a = layers_stage.draw(utts, 10, seed=3)
-    assert a == layers_stage.draw(utts, 10, seed=3) and a != layers_stage.draw(utts, 10, seed=4)
+    a = draw(utts, 10, seed=3)
+    assert a == draw(utts, 10, seed=3) and a != draw(utts, 10, seed=4)
     assert len(a) == 10 and len(set(a)) == 10 and set(a) <= set(utts)
     splits = [u.split for u in a]
     assert splits == sorted(splits, key=lambda s: s != "train")
-    assert sorted(layers_stage.draw(utts, -1, seed=0), key=utts.index) == utts
-    assert len(layers_stage.draw(utts, 100, seed=0)) == 40
+    assert sorted(draw(utts, -1, seed=0), key=utts.index) == utts
+    assert len(draw(utts, 100, seed=0)) == 40
 
 
 def test_distinct_utterances_drop_repeated_lines(tiny_manifests):
-    utts = layers_stage.distinct_utterances(tiny_manifests, ("train",))
+    utts = distinct_utterances(tiny_manifests, ("train",))
     _, rows = read_tsv(tiny_manifests / "train.tsv")
     assert [u.rel for u in utts] == list(dict.fromkeys(rel for rel, _ in rows))
 
 
 def test_sweep_config_is_strict():
-    assert from_dict(layers_stage.SweepConfig, {"max_utterances": -1, "seed": 1}).max_utterances == -1
+    assert from_dict(SweepConfig, {"max_utterances": -1, "seed": 1}).max_utterances == -1
     with pytest.raises(ValueError, match="unknown key"):
-        from_dict(layers_stage.SweepConfig, {"max_utterance": 10}, "labels.sweep")
+        from_dict(SweepConfig, {"max_utterance": 10}, "labels.sweep")
     with pytest.raises(ValueError, match="max_utterances"):
-        layers_stage.SweepConfig(max_utterances=0)
+        SweepConfig(max_utterances=0)

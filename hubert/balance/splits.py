@@ -1,6 +1,6 @@
 """Speaker-disjoint splits, the labelled fine-tuning subset and the
 language-balanced pretraining list (temperature sampling), written as fairseq
-manifests."""
+manifests (stage balance)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hubert.corpus import Utterance
+from hubert.corpus.records import Utterance
+from hubert.fairseq.formats import write_lines, write_tsv
 
 SPLITS = ("train", "valid", "test", "finetune")
 
@@ -81,7 +81,10 @@ def balanced_list(train: list[Utterance], alpha: float, seed: int, sample_rate: 
 
     The total stays at the natural number of hours; a language whose target
     exceeds what it has is repeated whole (k copies) plus a seeded subset for the
-    remainder; one below it is a seeded subset. alpha=1 returns train unchanged.
+    remainder; one below it is a seeded subset. Utterances are drawn by count
+    (target hours / mean duration), so the shares are met in expectation: with
+    unequal durations one draw can miss by more than an utterance. alpha=1
+    returns train unchanged.
     """
     if alpha == 1.0:
         return list(train)
@@ -102,48 +105,21 @@ def balanced_list(train: list[Utterance], alpha: float, seed: int, sample_rate: 
 def write_fairseq_manifest(out_dir: str | Path, split: str, root: str, utts: list[Utterance]) -> None:
     """{split}.tsv (root line, then path<TAB>num_samples), {split}.lang and {split}.wrd, line-aligned."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{split}.tsv").write_text(root + "\n" + "".join(f"{u.path}\t{u.num_samples}\n" for u in utts), encoding="utf-8")
-    (out_dir / f"{split}.lang").write_text("".join(f"{u.lang}\n" for u in utts), encoding="utf-8")
-    (out_dir / f"{split}.wrd").write_text("".join(f"{u.text}\n" for u in utts), encoding="utf-8")
+    write_tsv(out_dir / f"{split}.tsv", root, ((u.path, u.num_samples) for u in utts))
+    write_lines(out_dir / f"{split}.lang", (u.lang for u in utts))
+    write_lines(out_dir / f"{split}.wrd", (u.text for u in utts))
 
 
-def tokens(lang: str, text: str) -> list[str]:
-    """Scoring units: words for English, characters for Mandarin."""
-    return text.split() if lang == "en" else list(text.replace(" ", ""))
+def balance_corpus(utts: list[Utterance], cfg: BalanceConfig,
+                   sample_rate: int) -> tuple[dict[str, list[Utterance]], list[Utterance]]:
+    """The balance stage: (speaker-disjoint train / valid / test with finetune within
+    train, the language-balanced pretraining list drawn from train)."""
+    splits = split_by_speaker(utts, cfg)
+    return splits, balanced_list(splits["train"], cfg.alpha, cfg.seed, sample_rate)
 
 
-def oov_rate(test: list[Utterance], reference: list[Utterance]) -> dict[str, float]:
-    """Per language, the fraction of test tokens never seen in the reference transcripts."""
-    out = {}
-    for lang in sorted({u.lang for u in test}):
-        vocab = {t for u in reference if u.lang == lang for t in tokens(lang, u.text)}
-        toks = [t for u in test if u.lang == lang for t in tokens(lang, u.text)]
-        out[lang] = round(sum(t not in vocab for t in toks) / len(toks), 4) if toks else 0.0
-    return out
-
-
-def balance_metrics(splits: dict[str, list[Utterance]], pretrain: list[Utterance], alpha: float,
-                    sample_rate: int) -> dict[str, Any]:
-    natural = hours_by_lang(splits["train"], sample_rate)
-    after = hours_by_lang(pretrain, sample_rate)
-    langs = sorted(natural)
-
-    def share(h: dict[str, float]) -> dict[str, float]:
-        total = sum(h.values())
-        return {lang: round(h.get(lang, 0.0) / total, 4) for lang in langs}
-
-    return {
-        "hours": {s: {lang: round(h, 4) for lang, h in hours_by_lang(u, sample_rate).items()} for s, u in splits.items()},
-        "utterances": {s: {lang: sum(x.lang == lang for x in u) for lang in langs} for s, u in splits.items()},
-        "speakers": {s: {lang: len({x.speaker for x in u if x.lang == lang}) for lang in langs} for s, u in splits.items()},
-        "pretrain": {
-            "hours_before": {lang: round(natural[lang], 4) for lang in langs},
-            "hours_after": {lang: round(after.get(lang, 0.0), 4) for lang in langs},
-            "proportion_natural": share(natural),
-            "proportion_target": {lang: round(p, 4) for lang, p in temperature_probs(natural, alpha).items()},
-            "proportion_effective": share(after),
-            "utterances": len(pretrain),
-        },
-        "oov_rate_test_vs_finetune": oov_rate(splits["test"], splits["finetune"]),
-    }
+def write_manifests(out_dir: str | Path, root: str, splits: dict[str, list[Utterance]],
+                    pretrain: list[Utterance]) -> None:
+    """Every split's manifest; ``train`` is the pretraining list (with its repeats)."""
+    for split, utts in {**splits, "train": pretrain}.items():
+        write_fairseq_manifest(out_dir, split, root, utts)

@@ -30,7 +30,6 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _EVENT_LIST_TERMINATED = 0
-_EVENT_WORD = 1
 _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_VOLUME = 2
@@ -146,7 +145,8 @@ class Espeak:
         """
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"espeak-ng has no voice {voice!r}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume)):
+        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range),
+                             (_PARAM_VOLUME, volume)):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._phones = [], []
         data = text.encode("utf-8") + b"\0"

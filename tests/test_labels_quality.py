@@ -1,4 +1,4 @@
-"""hubert.quality against hand-computed joint tables."""
+"""hubert.labels.quality against hand-computed joint tables."""
 
 from __future__ import annotations
 
@@ -7,22 +7,31 @@ import math
 import numpy as np
 import pytest
 
-from hubert import quality as Q
+from hubert.labels.quality import (
+    UttLabels,
+    entropy_bits,
+    frame_centres,
+    joint_counts,
+    label_quality,
+    mutual_information_bits,
+    phones_at,
+    purity_scores,
+)
 from tests.testdata import non_numeric_leaves
 
 
 def test_perfect_and_useless_tables():
-    assert Q.purity_scores(np.array([[2, 0], [0, 2]])) == {"pnmi": 1.0, "phone_purity": 1.0, "cluster_purity": 1.0}
-    assert Q.purity_scores(np.array([[1, 1], [1, 1]])) == {"pnmi": 0.0, "phone_purity": 0.5, "cluster_purity": 0.5}
+    assert purity_scores(np.array([[2, 0], [0, 2]])) == {"pnmi": 1.0, "phone_purity": 1.0, "cluster_purity": 1.0}
+    assert purity_scores(np.array([[1, 1], [1, 1]])) == {"pnmi": 0.0, "phone_purity": 0.5, "cluster_purity": 0.5}
     with pytest.raises(ValueError, match="empty"):
-        Q.purity_scores(np.zeros((2, 2)))
+        purity_scores(np.zeros((2, 2)))
 
 
 def test_hand_computed_asymmetric_table():
     # phones y (rows) a, b; units z (columns) 0, 1, 2; 8 frames
     joint = np.array([[3, 1, 0],
                       [0, 1, 3]])
-    got = Q.purity_scores(joint)
+    got = purity_scores(joint)
     # phone purity: each unit's majority phone: (3 + 1 + 3) / 8
     assert got["phone_purity"] == pytest.approx(7 / 8)
     # cluster purity: each phone's majority unit: (3 + 3) / 8
@@ -34,37 +43,37 @@ def test_hand_computed_asymmetric_table():
     h_yz = -(2 * 3 / 8 * math.log2(3 / 8) + 2 * 1 / 8 * math.log2(1 / 8))
     assert got["pnmi"] == pytest.approx(1 + h_z - h_yz)
     # phones and units swapped: purities swap, PNMI is normalised by H(units) instead
-    swapped = Q.purity_scores(joint.T)
+    swapped = purity_scores(joint.T)
     assert (swapped["phone_purity"], swapped["cluster_purity"]) == pytest.approx((6 / 8, 7 / 8))
     assert swapped["pnmi"] == pytest.approx(0.75 / h_z)
 
 
 def test_entropy_and_mutual_information():
-    assert Q.entropy_bits(np.array([1, 1, 1, 1])) == pytest.approx(2.0)
-    assert Q.entropy_bits(np.array([5, 0])) == 0.0
-    assert Q.mutual_information_bits(np.array([[4, 0], [0, 4]])) == pytest.approx(1.0)
-    assert Q.mutual_information_bits(np.array([[2, 2], [2, 2]])) == pytest.approx(0.0)
+    assert entropy_bits(np.array([1, 1, 1, 1])) == pytest.approx(2.0)
+    assert entropy_bits(np.array([5, 0])) == 0.0
+    assert mutual_information_bits(np.array([[4, 0], [0, 4]])) == pytest.approx(1.0)
+    assert mutual_information_bits(np.array([[2, 2], [2, 2]])) == pytest.approx(0.0)
 
 
 def test_joint_counts():
-    got = Q.joint_counts(np.array([0, 0, 1, 1, 1]), np.array([2, 2, 0, 2, 2]), 2, 3)
+    got = joint_counts(np.array([0, 0, 1, 1, 1]), np.array([2, 2, 0, 2, 2]), 2, 3)
     assert got.tolist() == [[0, 0, 2], [1, 0, 2]]
 
 
 def test_phones_at_frame_centres():
     alignment = [["sil", 0.0, 0.05], ["a", 0.05, 0.12], ["b", 0.12, 0.2]]
-    centres = Q.frame_centres(5, 50.0)  # 0.0125, 0.0325, 0.0525, 0.0725, 0.0925
+    centres = frame_centres(5, 50.0)  # 0.0125, 0.0325, 0.0525, 0.0725, 0.0925
     assert np.allclose(centres, [0.0125, 0.0325, 0.0525, 0.0725, 0.0925])
-    assert Q.phones_at(alignment, centres) == ["sil", "sil", "a", "a", "a"]
-    assert Q.phones_at(alignment, np.array([0.25])) == ["b"]  # past the end: the last phone
+    assert phones_at(alignment, centres) == ["sil", "sil", "a", "a", "a"]
+    assert phones_at(alignment, np.array([0.25])) == ["b"]  # past the end: the last phone
 
 
 def test_label_quality_counts_and_skips_unaligned():
     ali = [["a", 0.0, 0.03], ["b", 0.03, 0.05]]
-    utts = [Q.UttLabels("en", ali, np.array([0, 0, 1, 1])),  # 100 Hz: centres 12.5, 22.5, 32.5, 42.5 ms
-            Q.UttLabels("zh", ali, np.array([2, 2, 3, 3])),
-            Q.UttLabels("zh", None, np.array([0, 1, 2, 3, 0]))]
-    m = Q.label_quality(utts, 100.0, n_clusters=4, seed=0)
+    utts = [UttLabels("en", ali, np.array([0, 0, 1, 1])),  # 100 Hz: centres 12.5, 22.5, 32.5, 42.5 ms
+            UttLabels("zh", ali, np.array([2, 2, 3, 3])),
+            UttLabels("zh", None, np.array([0, 1, 2, 3, 0]))]
+    m = label_quality(utts, 100.0, n_clusters=4, seed=0)
     assert m["utterances"] == {"total": 3, "aligned": 2, "without_alignment": 1}
     assert m["frames"] == {"total": 13, "aligned": 8}
     # units 0/1 = en:a/en:b, 2/3 = zh:a/zh:b (phones carry their language): perfect labels
@@ -73,8 +82,8 @@ def test_label_quality_counts_and_skips_unaligned():
     assert m["per_language"]["en"]["pnmi"] == 1.0 and m["per_language"]["zh"]["utterances"] == 2
     # language: the unaligned zh utterance uses every unit, so the units are not fully language-specific
     lang = np.array([[2, 2, 0, 0], [2, 1, 3, 3]])  # (en, zh) x units over all 13 frames
-    h_l = Q.entropy_bits(lang.sum(1))
-    assert m["language"]["nmi"] == pytest.approx(Q.mutual_information_bits(lang) / h_l, abs=1e-4)
+    h_l = entropy_bits(lang.sum(1))
+    assert m["language"]["nmi"] == pytest.approx(mutual_information_bits(lang) / h_l, abs=1e-4)
     assert m["language"]["majority_baseline"] == pytest.approx(9 / 13, abs=1e-4)
     assert m["language"]["purity"] == pytest.approx((2 + 2 + 3 + 3) / 13, abs=1e-4)
     assert m["per_language"]["en"]["usage_entropy_bits"] == 1.0 and m["per_language"]["en"]["units_used"] == 2
@@ -87,11 +96,11 @@ def test_shuffled_floor_is_far_below_real_labels():
     for _ in range(30):
         phones = rng.integers(0, 6, size=20)
         ali = [[f"p{p}", i * 0.05, (i + 1) * 0.05] for i, p in enumerate(phones)]
-        centres = Q.frame_centres(100, 100.0)  # 1 s of 100 Hz units that follow the phones exactly
+        centres = frame_centres(100, 100.0)  # 1 s of 100 Hz units that follow the phones exactly
         units = phones[np.minimum((centres / 0.05).astype(int), 19)]
-        utts.append(Q.UttLabels("en", ali, units))
-    m = Q.label_quality(utts, 100.0, n_clusters=6, seed=1)
+        utts.append(UttLabels("en", ali, units))
+    m = label_quality(utts, 100.0, n_clusters=6, seed=1)
     assert m["pnmi"] > 0.9 and m["pnmi_shuffled"] < 0.05
-    assert m == Q.label_quality(utts, 100.0, n_clusters=6, seed=1)  # seeded
+    assert m == label_quality(utts, 100.0, n_clusters=6, seed=1)  # seeded
     assert m["language"]["nmi"] == 0.0  # one language
 

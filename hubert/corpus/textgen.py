@@ -22,7 +22,10 @@ from pathlib import Path
 
 LANGS = ("en", "zh")
 
-_EN_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_EN_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    " seventeen eighteen nineteen"
+).split()
 _EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _EN_ORD = {
     1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh", 8: "eighth",
@@ -32,8 +35,10 @@ _EN_ORD = {
 }
 _EN_MONTHS = "january february march april may june july august september october november december".split()
 _EN_DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
-_EN_SUBJECTS = ["i", "we", "you", "they", "my sister", "my brother", "the teacher", "our neighbour", "the doctor", "his friend"]
-_EN_VERBS = ["wanted to buy", "would like", "needed", "found", "lost", "cleaned", "carried", "ordered", "forgot", "painted"]
+_EN_SUBJECTS = ["i", "we", "you", "they", "my sister", "my brother", "the teacher", "our neighbour", "the doctor",
+                "his friend"]
+_EN_VERBS = ["wanted to buy", "would like", "needed", "found", "lost", "cleaned", "carried", "ordered", "forgot",
+             "painted"]
 _EN_OBJECTS = ["a red apple", "the green bag", "some warm bread", "two cups of tea", "a new phone", "the old map",
                "a small table", "three blue pens", "the heavy box", "a fresh orange"]
 _EN_PLACES = ["at the station", "in the kitchen", "near the river", "at school", "in the park", "at the market",
@@ -45,9 +50,10 @@ _ZH_DIGITS = "零一二三四五六七八九"
 _ZH_DAYS = ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期天"]
 _ZH_SUBJECTS = ["我", "我们", "你", "他们", "我姐姐", "我哥哥", "老师", "邻居", "医生", "他的朋友"]
 _ZH_VERBS = ["想买", "需要", "找到了", "丢了", "洗了", "拿着", "点了", "忘了", "带来", "喜欢"]
-_ZH_OBJECTS = ["一个红苹果", "绿色的包", "一些面包", "两杯茶", "新手机", "旧地图", "一张小桌子", "三支蓝笔", "重箱子", "一个橙子"]
-_ZH_PLACES = ["在车站", "在厨房", "在河边", "在学校", "在公园", "在市场", "在火车上", "在办公室", "在家里", "在窗户旁边"]
-_ZH_WHEN = ["今天早上", "昨天晚上", "每天", "周末", "午饭以后", "晚饭以前", "明天", "昨天", "现在", "下个星期"]
+_ZH_OBJECTS = ["一个红苹果", "绿色的包", "一些面包", "两杯茶", "新手机", "旧地图", "一张小桌子", "三支蓝笔", "重箱子",
+               "一个橙子"]
+_ZH_PLACES = ["在车站", "在厨房", "在河边", "在学校", "在公园", "在市场", "在火车上", "在办公室", "在家里",
+              "在窗户旁边"]
 _ZH_PERIODS = [("早上", range(6, 12)), ("下午", range(1, 6)), ("晚上", range(6, 12))]
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -113,8 +119,10 @@ def _en_sentence(rng: random.Random) -> str:
     if kind == 2:
         minute = rng.choice([0, 5, 10, 15, 20, 30, 40, 45, 50])
         clock = en_number(rng.randint(1, 12)) + (" o'clock" if minute == 0 else " " + en_number(minute))
-        return f"{rng.choice(_EN_SUBJECTS)} {rng.choice(_EN_VERBS)} {rng.choice(_EN_OBJECTS)} at {clock} {rng.choice(_EN_WHEN)}"
-    return f"{rng.choice(_EN_SUBJECTS)} counted {en_number(rng.randint(2, 9999))} {rng.choice(['cars', 'birds', 'coins', 'books'])} {rng.choice(_EN_PLACES)}"
+        return (f"{rng.choice(_EN_SUBJECTS)} {rng.choice(_EN_VERBS)} {rng.choice(_EN_OBJECTS)}"
+                f" at {clock} {rng.choice(_EN_WHEN)}")
+    return (f"{rng.choice(_EN_SUBJECTS)} counted {en_number(rng.randint(2, 9999))}"
+            f" {rng.choice(['cars', 'birds', 'coins', 'books'])} {rng.choice(_EN_PLACES)}")
 
 
 def _zh_sentence(rng: random.Random) -> str:
@@ -127,8 +135,10 @@ def _zh_sentence(rng: random.Random) -> str:
         period, hours = rng.choice(_ZH_PERIODS)
         minute = rng.choice([0, 5, 10, 15, 20, 30, 40, 45, 50])
         clock = f"{zh_number(rng.choice(list(hours)))}点" + ("整" if minute == 0 else f"{zh_number(minute)}分")
-        return f"{rng.choice(['今天', '明天', '昨天'])}{period}{clock}{rng.choice(_ZH_SUBJECTS)}{rng.choice(_ZH_VERBS)}{rng.choice(_ZH_OBJECTS)}"
-    return f"{rng.choice(_ZH_SUBJECTS)}{rng.choice(_ZH_PLACES)}数了{zh_number(rng.randint(2, 9999))}{rng.choice(['辆车', '只鸟', '个硬币', '本书'])}"
+        return (f"{rng.choice(['今天', '明天', '昨天'])}{period}{clock}"
+                f"{rng.choice(_ZH_SUBJECTS)}{rng.choice(_ZH_VERBS)}{rng.choice(_ZH_OBJECTS)}")
+    return (f"{rng.choice(_ZH_SUBJECTS)}{rng.choice(_ZH_PLACES)}数了{zh_number(rng.randint(2, 9999))}"
+            f"{rng.choice(['辆车', '只鸟', '个硬币', '本书'])}")
 
 
 _GENERATORS = {"en": _en_sentence, "zh": _zh_sentence}

@@ -16,6 +16,7 @@ directories the model was trained on need not exist on this machine.
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,27 @@ def load_hubert(path: str | Path, device: str | torch.device = "cpu"):
     model = task.build_model(cfg.model, from_checkpoint=True)
     model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     return model.eval().to(device), task.cfg
+
+
+def checkpoint_updates(path: str | Path) -> int:
+    """num_updates stored in a fairseq checkpoint."""
+    return int(safe_load(path)["optimizer_history"][-1]["num_updates"])
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> int:
+    """Copy a fairseq checkpoint without its optimizer state (the model that later
+    stages and other toolkits load); returns its num_updates.
+
+    The trainer's meters and elapsed time go too: they are only needed to resume
+    training, and without them the same training gives the same bytes.
+    """
+    state = safe_load(src)
+    state.pop("last_optimizer_state", None)
+    for volatile in ("metrics", "previous_training_time"):
+        state.get("extra_state", {}).pop(volatile, None)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, dst)
+    return int(state["optimizer_history"][-1]["num_updates"])

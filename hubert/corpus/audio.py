@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 # Rejection reasons (stable strings: they are metric keys and rejected.jsonl values).
 MISSING_AUDIO = "missing_audio"
@@ -51,7 +51,7 @@ def to_mono_16k(data: np.ndarray, rate: int, target_rate: int, source: str | Pat
         raise AudioError(NON_FINITE, source, f"{bad} NaN/Inf samples; re-export the audio from its source")
     mono = data.mean(axis=1, dtype=np.float32)
     if rate != target_rate:
-        mono = AF.resample(torch.from_numpy(mono), rate, target_rate).numpy()
+        mono = torchaudio.functional.resample(torch.from_numpy(mono), rate, target_rate).numpy()
     seconds = len(mono) / target_rate
     if seconds < min_seconds:
         raise AudioError(TOO_SHORT, source, f"{seconds:.3f} s is shorter than corpus.min_seconds={min_seconds}")

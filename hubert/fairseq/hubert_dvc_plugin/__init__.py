@@ -4,8 +4,8 @@ fairseq's command-line tools import ``common.user_dir`` (this directory) as a
 top-level module before they build the task or load any checkpoint, so this is
 the one place that runs inside fairseq's own processes (every distributed
 worker included). The generated configs set ``common.user_dir:
-hubert/fairseq_plugin`` (relative to the repository root, which is the
-training process's working directory).
+hubert/fairseq/hubert_dvc_plugin`` (relative to the repository root, which is
+the training process's working directory).
 
 Two fixes for HuBERT pretraining:
 
@@ -15,7 +15,7 @@ Two fixes for HuBERT pretraining:
    (``task_state``). We add that class to torch's allow-list for the training
    process; the weights-only unpickler stays on, so a checkpoint carrying any
    other global (a reduce to os.system, ...) is still refused. The allow-list
-   is hubert.checkpoint's, so the library's loads and fairseq's accept exactly
+   is hubert.fairseq.checkpoint's, so the library's loads and fairseq's accept exactly
    the same classes.
 2. fairseq-fixed's compute_mask_indices draws each row's mask from
    ``np.random.default_rng(None)`` (operating-system entropy) unless it is given
@@ -36,7 +36,7 @@ import torch
 from fairseq.data.data_utils import compute_mask_indices
 from fairseq.models.hubert import hubert as fairseq_hubert
 
-from hubert.checkpoint import allowed_globals
+from hubert.fairseq.checkpoint import allowed_globals
 
 torch.serialization.add_safe_globals(allowed_globals())
 
@@ -54,9 +54,9 @@ def seeded_compute_mask_indices(shape, padding_mask, *args, **kwargs):
 
 fairseq_hubert.compute_mask_indices = seeded_compute_mask_indices
 
-# fairseq imports a user_dir by putting its parent (our hubert/ package
-# directory) first on sys.path. Left there, hubert's modules (audio, features,
-# labels, params, ...) would shadow any top-level module of the same name that
-# fairseq or its dependencies import later in this process.
+# fairseq imports a user_dir by putting its parent (our hubert/fairseq/ package
+# directory) first on sys.path. Left there, its modules (checkpoint, formats,
+# launcher) would shadow any top-level module of the same name that fairseq or
+# its dependencies import later in this process.
 _PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _PARENT]

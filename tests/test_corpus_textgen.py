@@ -1,4 +1,4 @@
-"""hubert.textgen: number spelling, normalisation, the seeded sentence source and
+"""hubert.corpus.textgen: number spelling, normalisation, the seeded sentence source and
 the user's extra-text file."""
 
 from __future__ import annotations
@@ -7,8 +7,16 @@ import re
 
 import pytest
 
-from hubert.textgen import (LANGS, Sentence, TextGenerator, en_number, en_ordinal, normalize, read_extra_text,
-                            zh_number)
+from hubert.corpus.textgen import (
+    LANGS,
+    Sentence,
+    TextGenerator,
+    en_number,
+    en_ordinal,
+    normalize,
+    read_extra_text,
+    zh_number,
+)
 
 EN_TEXT = re.compile(r"[a-z']+( [a-z']+)*")
 ZH_TEXT = re.compile(r"[\u4e00-\u9fff]+")
@@ -109,7 +117,8 @@ def test_generator_draws_extra_sentences():
 def test_read_extra_text_good_file(tmp_path):
     path = tmp_path / "extra.txt"
     path.write_text("# my sentences\n\nen\tHello, World!\nzh\t你 好，世界。\n  \nen\tIt's   OK\n", encoding="utf-8")
-    assert read_extra_text(path) == [Sentence("en", "hello world"), Sentence("zh", "你好世界"), Sentence("en", "it's ok")]
+    assert read_extra_text(path) == [Sentence("en", "hello world"), Sentence("zh", "你好世界"),
+                                     Sentence("en", "it's ok")]
 
 
 @pytest.mark.parametrize("bad_line, message", [

@@ -1,4 +1,4 @@
-"""hubert.fairseq_run without training: params, config, batch arithmetic, log
+"""hubert.pretrain and hubert.fairseq.launcher without training: params, config, batch arithmetic, log
 parsing, the loss check, the resume decision, metrics; and the fairseq plugin."""
 
 from __future__ import annotations
@@ -18,8 +18,41 @@ import pytest
 import torch
 import yaml
 
-from hubert import fairseq_run as F
-from tests._pretrain_fixtures import compose_params, forget_fairseq_schema  # noqa: F401 (autouse)
+from hubert.fairseq.launcher import (
+    LAST,
+    LOG_FILE,
+    RUN_FILE,
+    Record,
+    RunRejected,
+    TrainingError,
+    config_yaml,
+    fingerprint,
+    parse_log_line,
+    plugin_dir,
+    portable_path,
+    prepare_save_dir,
+    read_log,
+)
+from hubert.labels.quality import chance_bits
+from hubert.pretrain.config import (
+    LabelSet,
+    config_header,
+    describe_batch,
+    effective_batch,
+    fairseq_config,
+    read_label_set,
+)
+from hubert.pretrain.metrics import LossSanityError, check_first_loss, final_metrics, plot_values, record_check, verdict
+from hubert.pretrain.params import (
+    ITERATIONS,
+    BatchParams,
+    HardwareParams,
+    ModelParams,
+    PretrainParams,
+    check_devices,
+    iteration_params,
+)
+from tests._pretrain_fixtures import compose_params
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,23 +61,24 @@ def section(profile: str, *overrides: str) -> dict:
     return yaml.safe_load(compose_params([f"profile={profile}", *overrides]))["pretrain"]
 
 
-def params(profile: str = "tiny", *overrides: str) -> F.PretrainParams:
-    return F.iteration_params(section(profile, *overrides), "iter1")
+def params(profile: str = "tiny", *overrides: str) -> PretrainParams:
+    return iteration_params(section(profile, *overrides), "iter1")
 
 
-def config(p: F.PretrainParams, **kw) -> dict:
+def config(p: PretrainParams, **kw) -> dict:
     args = dict(manifests="data/manifests", labels="data/labels/iter1", label_rate=100.0,
-                save_dir="data/pretrain/iter1/checkpoints", sample_rate=16000, user_dir="hubert/fairseq_plugin")
+                save_dir="data/pretrain/iter1/checkpoints", sample_rate=16000,
+                user_dir="hubert/fairseq/hubert_dvc_plugin")
     args.update(kw)
-    return F.fairseq_config(p, **args)
+    return fairseq_config(p, **args)
 
 
 # ---------------------------------------------------------------- params
 @pytest.mark.parametrize("profile", ["tiny", "demo", "base"])
 def test_every_profile_builds_both_iterations(profile):
-    for iteration in F.ITERATIONS:
-        p = F.iteration_params(section(profile), iteration)
-        assert isinstance(p.model, F.ModelParams) and p.optimization.max_update > 0
+    for iteration in ITERATIONS:
+        p = iteration_params(section(profile), iteration)
+        assert isinstance(p.model, ModelParams) and p.optimization.max_update > 0
 
 
 def test_demo_profile_is_the_measured_cpu_model():
@@ -66,12 +100,12 @@ def test_base_profile_is_hubert_base_with_the_users_settings_and_the_reference_b
     assert p.batch.max_tokens == 1_400_000 and p.optimization.max_update == 400_000
     assert p.optimization.warmup_updates == 32000 and p.optimization.lr == 2.5e-4
     assert p.hardware.precision == "fp16"
-    assert F.effective_batch(p.hardware, p.batch, 16000)["ratio_to_reference"] == pytest.approx(1.0)
+    assert effective_batch(p.hardware, p.batch, 16000)["ratio_to_reference"] == pytest.approx(1.0)
 
 
 def test_iteration_block_overrides_only_its_iteration():
     s = section("tiny", "+pretrain.iter2.hardware.num_workers=3", "+pretrain.iter2.optimization.max_update=7")
-    one, two = F.iteration_params(s, "iter1"), F.iteration_params(s, "iter2")
+    one, two = iteration_params(s, "iter1"), iteration_params(s, "iter2")
     assert (one.hardware.num_workers, one.optimization.max_update) == (0, 40)
     assert (two.hardware.num_workers, two.optimization.max_update) == (3, 7)
     assert two.model == one.model
@@ -80,11 +114,11 @@ def test_iteration_block_overrides_only_its_iteration():
 def test_unknown_keys_are_errors():
     s = section("tiny")
     with pytest.raises(ValueError, match=r"pretrain.iter1.model.mask_probb"):
-        F.iteration_params({**s, "iter1": {"model": {"mask_probb": 0.5}}}, "iter1")
+        iteration_params({**s, "iter1": {"model": {"mask_probb": 0.5}}}, "iter1")
     with pytest.raises(ValueError, match="unknown key"):
-        F.iteration_params({**s, "model": {**s["model"], "dropuot": 0.1}}, "iter1")
+        iteration_params({**s, "model": {**s["model"], "dropuot": 0.1}}, "iter1")
     with pytest.raises(ValueError, match="unknown iteration"):
-        F.iteration_params(s, "iter3")
+        iteration_params(s, "iter3")
 
 
 @pytest.mark.parametrize("block,change,message", [
@@ -99,7 +133,7 @@ def test_unknown_keys_are_errors():
 def test_bad_values_are_rejected_with_the_key(block, change, message):
     s = section("tiny")
     with pytest.raises(ValueError, match=message):
-        F.iteration_params({**s, block: {**s[block], **change}}, "iter1")
+        iteration_params({**s, block: {**s[block], **change}}, "iter1")
 
 
 # ---------------------------------------------------------------- config
@@ -110,7 +144,7 @@ def test_config_is_complete_relative_and_carries_the_label_set():
     assert (cfg["task"]["data"], cfg["task"]["label_dir"], cfg["task"]["labels"]) == \
         ("data/manifests", "data/labels/iter1", ["km"])
     assert cfg["checkpoint"]["save_dir"] == "data/pretrain/iter1/checkpoints"
-    assert cfg["common"]["user_dir"] == "hubert/fairseq_plugin"
+    assert cfg["common"]["user_dir"] == "hubert/fairseq/hubert_dvc_plugin"
     assert cfg["hydra"] == {"run": {"dir": "."}, "output_subdir": None}
     assert cfg["common"]["cpu"] is True and cfg["distributed_training"]["distributed_world_size"] == 1
     assert cfg["common"]["seed"] == p.seed and cfg["common"]["log_format"] == "json"
@@ -119,7 +153,7 @@ def test_config_is_complete_relative_and_carries_the_label_set():
     assert cfg["model"]["final_dim"] == p.model.final_dim and "conv_channels" not in cfg["model"]
     assert cfg["optimizer"]["adam_betas"] == "(0.9,0.98)"
     assert cfg["criterion"]["loss_weights"] == [p.loss.features_pen_weight]
-    text = F.config_yaml(cfg, "data/pretrain/iter1")
+    text = config_yaml(cfg, config_header("data/pretrain/iter1"))
     assert yaml.safe_load(text) == cfg
     assert "/work" not in text and "/tmp" not in text
 
@@ -152,7 +186,7 @@ def test_every_config_key_exists_in_fairseqs_schema():
                                              ("bf16", (False, True))])
 def test_precision_and_gpus_reach_fairseq(precision, flags):
     s = section("base")
-    p = F.iteration_params({**s, "hardware": {**s["hardware"], "gpus": 4, "precision": precision}}, "iter1")
+    p = iteration_params({**s, "hardware": {**s["hardware"], "gpus": 4, "precision": precision}}, "iter1")
     cfg = config(p)
     assert (cfg["common"]["fp16"], cfg["common"]["bf16"]) == flags
     assert cfg["common"]["cpu"] is False
@@ -161,32 +195,32 @@ def test_precision_and_gpus_reach_fairseq(precision, flags):
 
 
 def test_portable_path_is_relative_inside_the_root_only(tmp_path):
-    assert F.portable_path(tmp_path / "data" / "x", tmp_path) == "data/x"
-    assert F.portable_path("data/x", Path.cwd()) == "data/x"
-    assert F.portable_path("/elsewhere/y", tmp_path) == "/elsewhere/y"
-    assert F.plugin_dir(REPO) == "hubert/fairseq_plugin"
+    assert portable_path(tmp_path / "data" / "x", tmp_path) == "data/x"
+    assert portable_path("data/x", Path.cwd()) == "data/x"
+    assert portable_path("/elsewhere/y", tmp_path) == "/elsewhere/y"
+    assert plugin_dir(REPO) == "hubert/fairseq/hubert_dvc_plugin"
 
 
 def test_devices_are_checked_before_launching():
-    F.check_devices(params("tiny").hardware)  # CPU: nothing to check
+    check_devices(params("tiny").hardware)  # CPU: nothing to check
     if torch.cuda.device_count() < 8:
         with pytest.raises(ValueError, match="hardware.gpus=8"):
-            F.check_devices(params("base").hardware)
+            check_devices(params("base").hardware)
 
 
 # ---------------------------------------------------------------- batch arithmetic
 def test_effective_batch_against_the_reference():
-    h = F.HardwareParams(gpus=4, precision="fp16", num_workers=6)
-    b = F.BatchParams(max_tokens=1_400_000, update_freq=1, max_sample_size=250000, min_sample_size=32000)
-    four = F.effective_batch(h, b, 16000)
-    assert four["ratio_to_reference"] == pytest.approx(1 / 8)  # REFERENCE: 4 GPUs are 1/8 of the batch
+    h = HardwareParams(gpus=4, precision="fp16", num_workers=6)
+    b = BatchParams(max_tokens=1_400_000, update_freq=1, max_sample_size=250000, min_sample_size=32000)
+    four = effective_batch(h, b, 16000)
+    assert four["ratio_to_reference"] == pytest.approx(1 / 8)  # 4 GPUs are 1/8 of fairseq's reference batch
     assert four["reference_hours_per_update"] == pytest.approx(32 * 1.4e6 / 16000 / 3600)
     assert four["hours_per_update"] == pytest.approx(4 * 1.4e6 / 16000 / 3600)
-    eight = F.effective_batch(h, dataclasses.replace(b, update_freq=8), 16000)
+    eight = effective_batch(h, dataclasses.replace(b, update_freq=8), 16000)
     assert eight["ratio_to_reference"] == pytest.approx(1.0)  # ... and update_freq 8 restores it
-    cpu = F.effective_batch(F.HardwareParams(0, "fp32", 0), dataclasses.replace(b, max_tokens=320000), 16000)
+    cpu = effective_batch(HardwareParams(0, "fp32", 0), dataclasses.replace(b, max_tokens=320000), 16000)
     assert cpu["workers"] == 1 and cpu["hours_per_update"] == pytest.approx(20 / 3600)
-    assert "1/8 of it" in F.describe_batch(four)
+    assert "1/8 of it" in describe_batch(four)
 
 
 # ---------------------------------------------------------------- log records
@@ -201,49 +235,70 @@ EPOCH_LINE = '2026-11-24 02:52:09 | INFO | train | {"epoch": 1, "train_loss": "9
 
 
 def test_parse_log_line_reads_both_log_formats():
-    tag, stats = F.parse_log_line(FAIRSEQ_LINE)
+    tag, stats = parse_log_line(FAIRSEQ_LINE)
     assert tag == "train_inner" and stats["loss_m_0"] == 5.406 and stats["num_updates"] == 1.0
-    tag, stats = F.parse_log_line(VALID_LINE)
+    tag, stats = parse_log_line(VALID_LINE)
     assert tag == "valid" and stats == {"epoch": 1.0, "loss": 6.15, "count_m_0": 143.0, "loss_m_0": 4.975,
                                         "correct_m_0": 0.0415593, "num_updates": 5.0}
-    tag, stats = F.parse_log_line(EPOCH_LINE)
+    tag, stats = parse_log_line(EPOCH_LINE)
     assert tag == "train" and stats == {"epoch": 1.0, "loss": 9.806, "wall": 2.0}
-    assert F.parse_log_line("2026-11-24 | INFO | fairseq.trainer | Saving checkpoint to x") is None
-    assert F.parse_log_line("2026 | INFO | train_inner | {not json") is None
+    assert parse_log_line("2026-11-24 | INFO | fairseq.trainer | Saving checkpoint to x") is None
+    assert parse_log_line("2026 | INFO | train_inner | {not json") is None
 
 
 def test_plot_values_and_throughput():
-    _, stats = F.parse_log_line(FAIRSEQ_LINE)
-    first = F.Record("train_inner", 1, stats, train_s=2.0, audio_s=(135 + 150) * 0.02)
-    second = F.Record("train_inner", 3, stats, train_s=3.0, audio_s=first.audio_s + 2 * 285 * 0.02)
-    chance = F.chance_bits(100)
-    v = F.plot_values(second, first, chance)
+    _, stats = parse_log_line(FAIRSEQ_LINE)
+    first = Record("train_inner", 1, stats, train_s=2.0, audio_s=(135 + 150) * 0.02)
+    second = Record("train_inner", 3, stats, train_s=3.0, audio_s=first.audio_s + 2 * 285 * 0.02)
+    chance = chance_bits(100)
+    v = plot_values(second, first, chance)
     assert v["loss_m"] == 5.406 and v["accuracy_m"] == 0.037037 and v["features_pen"] == 2.138
     assert v["loss_u"] == 5.918 and v["lr"] == 0.000166667 and v["gnorm"] == 3.8 and v["loss"] == 7.544
     assert v["audio_s_per_s"] == pytest.approx(2 * 285 * 0.02 / 1.0)
     assert v["loss_m_over_chance"] == pytest.approx(5.406 / math.log2(104))
-    assert F.plot_values(first, None, chance)["audio_s_per_s"] == pytest.approx(285 * 0.02 / 2.0)
-    valid = F.Record("valid", 5, F.parse_log_line(VALID_LINE)[1], 4.0, 0.0)
-    assert "audio_s_per_s" not in F.plot_values(valid, None, chance)
-    assert F.Record.from_json(second.to_json()) == second
+    assert plot_values(first, None, chance)["audio_s_per_s"] == pytest.approx(285 * 0.02 / 2.0)
+    valid = Record("valid", 5, parse_log_line(VALID_LINE)[1], 4.0, 0.0)
+    assert "audio_s_per_s" not in plot_values(valid, None, chance)
+    assert Record.from_json(second.to_json()) == second
 
 
 # ---------------------------------------------------------------- loss check
 def test_first_loss_at_chance_passes():
-    assert F.check_first_loss(6.85, 100, 100, "d/dict.km.txt") is None  # log2(104) = 6.70, +2%
-    assert F.check_first_loss(4.70, 20, 20, "d/dict.km.txt") is None
+    assert check_first_loss(6.85, 100, 100, "d/dict.km.txt") is None  # log2(104) = 6.70, +2%
+    assert check_first_loss(4.70, 20, 20, "d/dict.km.txt") is None
 
 
 def test_first_loss_at_another_dictionarys_chance_is_diagnosed():
-    problem = F.check_first_loss(9.0, 20, 500, "d/dict.km.txt")  # labels 0..19, a K=500 dictionary
+    problem = check_first_loss(9.0, 20, 500, "d/dict.km.txt")  # labels 0..19, a K=500 dictionary
     assert problem and "log2(20 + 4) = 4.585" in problem and "500 units" in problem
     assert "does not belong to these labels" in problem
 
 
 def test_collapsed_first_loss_is_diagnosed():
-    problem = F.check_first_loss(0.4, 100, 100, "d/dict.km.txt")
+    problem = check_first_loss(0.4, 100, 100, "d/dict.km.txt")
     assert problem and "<unk>" in problem and "empty dictionary" in problem
-    assert F.check_first_loss(6.70 * 1.11, 100, 100, "d") and F.check_first_loss(6.70 * 0.89, 100, 100, "d")
+    assert check_first_loss(6.70 * 1.11, 100, 100, "d") and check_first_loss(6.70 * 0.89, 100, 100, "d")
+
+
+LOSSLESS_LINE = ('2026-11-24 02:52:09 | INFO | train_inner | {"epoch": 1, "loss": "7.544", "count_m_0": "135", '
+                 '"num_updates": "2"}')
+
+
+def test_a_record_without_the_masked_loss_is_an_error_naming_its_line():
+    check = record_check(LabelSet(100.0, 20, 20, 4.3), "d/dict.km.txt")
+    _, stats = parse_log_line(LOSSLESS_LINE)
+    for first in (True, False):  # never a NaN that a later check or a metrics file would read as a loss
+        with pytest.raises(TrainingError, match=r"train_inner record at update 2 has no loss_m_0: .*count_m_0"):
+            check(Record("train_inner", 2, stats, 1.0, 1.0), LOSSLESS_LINE, first)
+
+
+def test_only_the_first_record_of_a_fresh_run_is_held_to_chance():
+    check = record_check(LabelSet(100.0, 20, 20, 4.3), "d/dict.km.txt")
+    late = Record("train_inner", 500, {"loss_m_0": 1.2}, 1.0, 1.0)
+    check(late, "line", False)  # far below chance, but not the first record: a resumed run
+    with pytest.raises(LossSanityError, match="stopped at update 500") as err:
+        check(late, "line", True)
+    assert isinstance(err.value, RunRejected)  # the launcher then discards the run's checkpoints
 
 
 # ---------------------------------------------------------------- labels
@@ -256,7 +311,7 @@ def test_read_label_set(tmp_path):
         (manifests / f"{split}.tsv").write_text("root\n" + "".join(f"a{i}.wav\t{16000 + 800 * i}\n"
                                                                     for i in range(6)))
     write_labels(manifests, tmp_path / "labels", units=7, dict_units=9)
-    labels = F.read_label_set(manifests, tmp_path / "labels", 16000)
+    labels = read_label_set(manifests, tmp_path / "labels", 16000)
     counts = np.bincount(np.concatenate([np.array(line.split(), dtype=int) for line in
                                          (tmp_path / "labels" / "train.km").read_text().splitlines()]))
     p = counts / counts.sum()
@@ -264,10 +319,10 @@ def test_read_label_set(tmp_path):
     assert labels.prior_entropy_bits == pytest.approx(-(p * np.log2(p)).sum())
     assert labels.chance_bits == pytest.approx(math.log2(13))
     (tmp_path / "labels" / "dict.km.txt").write_text("")
-    from hubert.labels import DictionaryError
+    from hubert.fairseq.formats import DictionaryError
 
     with pytest.raises(DictionaryError, match="empty"):
-        F.read_label_set(manifests, tmp_path / "labels", 16000)
+        read_label_set(manifests, tmp_path / "labels", 16000)
 
 
 # ---------------------------------------------------------------- resume decision
@@ -277,40 +332,40 @@ def fake_checkpoint(path: Path, updates: int) -> None:
 
 def write_log(save_dir: Path, steps: list[int]) -> None:
     save_dir.mkdir(parents=True, exist_ok=True)
-    recs = [F.Record("train_inner", s, {"loss_m_0": 1.0}, float(s), float(s)) for s in steps]
-    (save_dir / F.LOG_FILE).write_text("".join(r.to_json() + "\n" for r in recs))
+    recs = [Record("train_inner", s, {"loss_m_0": 1.0}, float(s), float(s)) for s in steps]
+    (save_dir / LOG_FILE).write_text("".join(r.to_json() + "\n" for r in recs))
 
 
 def test_resume_only_under_the_same_fingerprint(tmp_path):
     save = tmp_path / "ckpt"
-    resume, why = F.prepare_save_dir(save, "a" * 64)
+    resume, why = prepare_save_dir(save, "a" * 64)
     assert resume == 0 and "starting from update 0" in why
-    fake_checkpoint(save / F.LAST, 10)
+    fake_checkpoint(save / LAST, 10)
     write_log(save, [2, 4, 10, 12, 14])  # logged after the checkpoint, then killed
-    resume, why = F.prepare_save_dir(save, "a" * 64)
+    resume, why = prepare_save_dir(save, "a" * 64)
     assert resume == 10 and "resuming" in why and "update 10" in why
-    assert [r.step for r in F.read_log(save)] == [2, 4, 10]  # fairseq redoes 11..14
-    assert (save / F.LAST).is_file()
-    resume, why = F.prepare_save_dir(save, "b" * 64)
+    assert [r.step for r in read_log(save)] == [2, 4, 10]  # fairseq redoes 11..14
+    assert (save / LAST).is_file()
+    resume, why = prepare_save_dir(save, "b" * 64)
     assert resume == 0 and "changed" in why and "starting over" in why
-    assert not (save / F.LAST).exists() and F.read_log(save) == []
-    assert json.loads((save / F.RUN_FILE).read_text())["fingerprint"] == "b" * 64
+    assert not (save / LAST).exists() and read_log(save) == []
+    assert json.loads((save / RUN_FILE).read_text())["fingerprint"] == "b" * 64
 
 
 def test_checkpoint_without_its_training_log_starts_over(tmp_path):
     save = tmp_path / "ckpt"
-    F.prepare_save_dir(save, "a" * 64)
-    fake_checkpoint(save / F.LAST, 10)
-    resume, why = F.prepare_save_dir(save, "a" * 64)
-    assert resume == 0 and "train_log.jsonl is missing" in why and not (save / F.LAST).exists()
+    prepare_save_dir(save, "a" * 64)
+    fake_checkpoint(save / LAST, 10)
+    resume, why = prepare_save_dir(save, "a" * 64)
+    assert resume == 0 and "train_log.jsonl is missing" in why and not (save / LAST).exists()
 
 
 def test_unreadable_last_checkpoint_starts_over(tmp_path):
     save = tmp_path / "ckpt"
-    F.prepare_save_dir(save, "a" * 64)
-    (save / F.LAST).write_bytes(b"cut short")
-    resume, why = F.prepare_save_dir(save, "a" * 64)
-    assert resume == 0 and "cannot be read" in why and not (save / F.LAST).exists()
+    prepare_save_dir(save, "a" * 64)
+    (save / LAST).write_bytes(b"cut short")
+    resume, why = prepare_save_dir(save, "a" * 64)
+    assert resume == 0 and "cannot be read" in why and not (save / LAST).exists()
 
 
 def test_fingerprint_follows_config_and_input_bytes_not_their_location(tmp_path):
@@ -318,23 +373,26 @@ def test_fingerprint_follows_config_and_input_bytes_not_their_location(tmp_path)
     for d in (a, b):
         d.mkdir(parents=True)
         (d / "train.km").write_text("1 2 3\n")
-    fa = F.fingerprint("cfg", [a / "train.km"])
-    assert fa == F.fingerprint("cfg", [b / "train.km"])
-    assert fa != F.fingerprint("cfg2", [a / "train.km"])
+    fa = fingerprint("cfg", [a / "train.km"])
+    assert fa == fingerprint("cfg", [b / "train.km"])
+    assert fa != fingerprint("cfg2", [a / "train.km"])
     (b / "train.km").write_text("1 2 4\n")
-    assert fa != F.fingerprint("cfg", [b / "train.km"])
+    assert fa != fingerprint("cfg", [b / "train.km"])
 
 
 # ---------------------------------------------------------------- metrics
 def test_final_metrics_against_chance_and_prior():
-    labels = F.LabelSet(label_rate=100.0, units=100, units_in_labels=100, prior_entropy_bits=6.42)
-    stats = lambda loss, acc: {"loss_m_0": loss, "correct_m_0": acc, "count_m_0": 500.0, "count_u_0": 375.0}
-    records = [F.Record("train_inner", 10, stats(6.8, 0.01), 5.0, 10 * 875 * 0.02),
-               F.Record("valid", 10, stats(6.7, 0.02), 5.5, 0.0),
-               F.Record("train_inner", 20, stats(5.0, 0.15), 10.0, 20 * 875 * 0.02)]
-    h = F.HardwareParams(0, "fp32", 0)
-    b = F.BatchParams(320000, 1, 64000, 16000)
-    m = F.final_metrics(records, labels, F.effective_batch(h, b, 16000), 0.02)
+    labels = LabelSet(label_rate=100.0, units=100, units_in_labels=100, prior_entropy_bits=6.42)
+
+    def stats(loss, acc):
+        return {"loss_m_0": loss, "correct_m_0": acc, "count_m_0": 500.0, "count_u_0": 375.0}
+
+    records = [Record("train_inner", 10, stats(6.8, 0.01), 5.0, 10 * 875 * 0.02),
+               Record("valid", 10, stats(6.7, 0.02), 5.5, 0.0),
+               Record("train_inner", 20, stats(5.0, 0.15), 10.0, 20 * 875 * 0.02)]
+    h = HardwareParams(0, "fp32", 0)
+    b = BatchParams(320000, 1, 64000, 16000)
+    m = final_metrics(records, labels, effective_batch(h, b, 16000), 0.02)
     assert m["labels"]["chance_bits"] == pytest.approx(math.log2(104), abs=1e-6)
     assert (m["loss_m"]["first"], m["loss_m"]["last"], m["loss_m"]["valid_last"]) == (6.8, 5.0, 6.7)
     assert m["loss_m"]["last_over_chance"] == pytest.approx(5.0 / math.log2(104), abs=1e-6)
@@ -348,7 +406,10 @@ def test_final_metrics_against_chance_and_prior():
         return all(numbers_only(v) if isinstance(v, dict) else isinstance(v, (int, float)) for v in tree.values())
 
     assert numbers_only(m)
-    assert "below the prior" in F.verdict(m) and "NOT" not in F.verdict(m)
+    no_valid_loss = [*records, Record("valid", 20, {"correct_m_0": 0.2}, 11.0, 0.0)]
+    with pytest.raises(TrainingError, match="valid record at update 20 has no loss_m_0"):
+        final_metrics(no_valid_loss, labels, effective_batch(h, b, 16000), 0.02)
+    assert "below the prior" in verdict(m) and "NOT" not in verdict(m)
 
 
 # ---------------------------------------------------------------- plugin
@@ -385,7 +446,7 @@ PLUGIN_PROBE = textwrap.dedent("""
 
 def test_plugin_allows_fairseqs_dictionary_and_nothing_else(tmp_path):
     """As fairseq imports it (common.user_dir), in a fresh process: the allow-list is process-wide there."""
-    proc = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, str(REPO / "hubert" / "fairseq_plugin")],
+    proc = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, str(REPO / "hubert" / "fairseq" / "hubert_dvc_plugin")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,8 +4,9 @@ fairseq only warns (or fails deep inside training) on the classic mistakes:
 labels from another run or unconcatenated shards ("number of labels does not
 match"), a wrong ``label_rate`` ("audio and label duration differ too much"),
 a dictionary appended twice or left empty (every label becomes <unk>, the loss
-collapses). Each check here raises a :class:`LabelError` subclass naming the
-file and the fix. :func:`check_labels` runs them all; pretraining calls it.
+collapses). Each check here raises a :class:`LabelError` subclass (or, for a
+dictionary, hubert.fairseq.formats.DictionaryError) naming the file and the fix.
+:func:`check_labels` runs them all; pretraining calls it.
 
 The label rate is not typed anywhere: :func:`estimate_frame_rate` derives it
 from dumped frame counts against audio lengths, the kmeans stage records it in
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hubert.fairseq.formats import DictionaryError, read_dict, read_label_lines, read_tsv
+
 LABEL_RATE_FILE = "label_rate.json"
 TOLERANCE_S = 0.1  # fairseq hubert_dataset.verify_label_lengths: tol=0.1 seconds
 
@@ -33,10 +36,6 @@ class LabelCountError(LabelError):
 
 
 class LabelLengthError(LabelError):
-    pass
-
-
-class DictionaryError(LabelError):
     pass
 
 
@@ -81,35 +80,11 @@ def read_label_rate(label_dir: str | Path) -> float:
 
 # ---------------------------------------------------------------- readers
 def _manifest_lengths(manifest_tsv: Path) -> list[int]:
-    lines = manifest_tsv.read_text(encoding="utf-8").splitlines()[1:]
     try:
-        return [int(line.split("\t")[1]) for line in lines]
-    except (IndexError, ValueError) as exc:
+        return [n for _, n in read_tsv(manifest_tsv)[1]]
+    except ValueError as exc:
         raise LabelCountError(f"{manifest_tsv}: not a fairseq manifest (root line, then path<TAB>num_samples); "
                               "rebuild it with the balance stage") from exc
-
-
-def _label_lines(km_file: Path) -> list[list[str]]:
-    return [line.split() for line in km_file.read_text(encoding="utf-8").splitlines()]
-
-
-def read_dict(dict_file: str | Path) -> list[str]:
-    """Symbols of a fairseq ``dict.*.txt`` in file order; malformed or duplicate lines are errors."""
-    dict_file = Path(dict_file)
-    symbols: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(dict_file.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
-            raise DictionaryError(f"{dict_file}:{lineno}: expected 'symbol count', got {line!r}; "
-                                  "re-run the kmeans stage to rewrite the dictionary")
-        if parts[0] in seen:
-            raise DictionaryError(f"{dict_file}:{lineno}: symbol {parts[0]!r} already on line {seen[parts[0]]} "
-                                  "(the dictionary was appended to, as fairseq's README `>>` does); "
-                                  "re-run the kmeans stage, which writes it whole")
-        seen[parts[0]] = lineno
-        symbols.append(parts[0])
-    return symbols
 
 
 # ---------------------------------------------------------------- checks
@@ -117,7 +92,7 @@ def check_label_count(manifest_tsv: str | Path, km_file: str | Path) -> int:
     """One label line per manifest line. Returns the count."""
     manifest_tsv, km_file = Path(manifest_tsv), Path(km_file)
     n_audio = len(_manifest_lengths(manifest_tsv))
-    n_labels = len(_label_lines(km_file))
+    n_labels = len(read_label_lines(km_file))
     if n_audio != n_labels:
         raise LabelCountError(
             f"{km_file}: {n_labels} label lines but {manifest_tsv} lists {n_audio} utterances; the labels come "
@@ -131,7 +106,7 @@ def check_label_lengths(manifest_tsv: str | Path, km_file: str | Path, label_rat
     """|num_samples / sample_rate - labels / label_rate| <= tol seconds on every line (fairseq's tolerance)."""
     manifest_tsv, km_file = Path(manifest_tsv), Path(km_file)
     samples = np.asarray(_manifest_lengths(manifest_tsv), dtype=np.float64)
-    counts = np.asarray([len(x) for x in _label_lines(km_file)], dtype=np.float64)
+    counts = np.asarray([len(x) for x in read_label_lines(km_file)], dtype=np.float64)
     if len(samples) != len(counts):
         check_label_count(manifest_tsv, km_file)
     seconds = samples / sample_rate
@@ -157,7 +132,7 @@ def check_dictionary(km_file: str | Path, dict_file: str | Path) -> int:
         raise DictionaryError(f"{dict_file}: symbols are not the units 0..{len(symbols) - 1} in order; "
                               "re-run the kmeans stage to rewrite it")
     max_label = -1
-    for lineno, units in enumerate(_label_lines(km_file), 1):
+    for lineno, units in enumerate(read_label_lines(km_file), 1):
         if not units:
             continue
         try:

@@ -1,0 +1,1 @@
+"""Stage balance: speaker-disjoint splits, the fine-tuning subset, language balancing."""

@@ -1,0 +1,1 @@
+"""Stage corpus: audio validation, manifest records, the built-in espeak-ng corpus, importers."""

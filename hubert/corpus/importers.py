@@ -1,0 +1,163 @@
+"""Importers for real corpora: LibriSpeech, AISHELL-1 and generic manifests
+(``corpus.imports`` entries). They only yield candidates; validation is
+:func:`hubert.corpus.build.build_corpus`'s."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hubert.corpus.records import Candidate
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (symbolic links followed) under ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _decode_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """Yield (line number, text, error): undecodable lines are reported, the rest kept."""
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            yield lineno, raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            yield lineno, None, (f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                 "re-save the transcript as UTF-8")
+
+
+def read_transcripts(path: Path) -> dict[str, tuple[str | None, str | None]]:
+    """Read an "ID words..." transcript file (LibriSpeech .trans.txt, AISHELL-1).
+
+    Returns id -> (text, None) or (None, error) for lines that are not UTF-8:
+    one bad line costs that utterance only, not the whole file.
+    """
+    texts: dict[str, tuple[str | None, str | None]] = {}
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        parts = raw.strip().split(None, 1)  # the id is separated by a space or a tab
+        if not parts:
+            continue
+        utt_id, words = parts[0], (parts[1] if len(parts) > 1 else b"")
+        key = utt_id.decode("utf-8", errors="replace")
+        try:
+            texts[key] = (words.decode("utf-8"), None)
+        except UnicodeDecodeError as exc:
+            texts[key] = (None, f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                "re-save the transcript as UTF-8")
+    return texts
+
+
+def librispeech_candidates(root: str | Path) -> Iterator[Candidate]:
+    """LibriSpeech layout: root/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac with
+    <speaker>-<chapter>.trans.txt ("ID WORDS ...") beside them. Language en."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"LibriSpeech root {root} does not exist; set corpus.imports[].root")
+    texts: dict[str, tuple[str | None, str | None]] = {}
+    for trans in sorted(root.rglob("*.trans.txt")):
+        texts.update(read_transcripts(trans))
+    for flac in sorted(root.rglob("*.flac")):
+        text, error = texts.get(flac.stem, (None, None))
+        parts = flac.relative_to(root).parts
+        speaker = parts[0] if len(parts) > 1 else "unknown"
+        yield Candidate(id=flac.stem, lang="en", speaker=f"ls{speaker}", source=str(flac), text=text,
+                        text_error=error, path=flac, outside_root=not inside(flac, root))
+
+
+def aishell_candidates(root: str | Path, transcript: str | Path) -> Iterator[Candidate]:
+    """AISHELL-1 layout: root/wav/<split>/<speaker>/<ID>.wav and a transcript file
+    ("ID 字 词 ...", spaces between words). Language zh."""
+    root = Path(root)
+    transcript = root / transcript
+    if not root.is_dir():
+        raise FileNotFoundError(f"AISHELL root {root} does not exist; set corpus.imports[].root")
+    if not transcript.is_file():
+        raise FileNotFoundError(f"AISHELL transcript {transcript} does not exist; set corpus.imports[].transcript")
+    texts = read_transcripts(transcript)
+    for wav in sorted((root / "wav").rglob("*.wav")):
+        text, error = texts.get(wav.stem, (None, None))
+        yield Candidate(id=wav.stem, lang="zh", speaker=f"ai{wav.parent.name}", source=str(wav), text=text,
+                        text_error=error, path=wav, outside_root=not inside(wav, root))
+
+
+def manifest_candidates(manifest: str | Path) -> Iterator[Candidate]:
+    """A generic manifest: TSV with a header (path, text, lang; optional id, speaker)
+    or JSONL with the same keys. Relative paths are relative to the manifest's folder,
+    which is the corpus root: paths that resolve outside it are rejected."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest {manifest} does not exist; "
+                                "set corpus.imports[].root to the .tsv/.jsonl file")
+    root = manifest.parent
+    rows: list[tuple[int, dict[str, Any] | None, str | None]] = []
+    if manifest.suffix == ".jsonl":
+        for lineno, line, error in _decode_lines(manifest):
+            if error:
+                rows.append((lineno, None, error))
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rows.append((lineno, None, f"{manifest}:{lineno}: invalid JSON ({exc.msg}); fix the line"))
+                continue
+            if isinstance(row, dict):
+                rows.append((lineno, row, None))
+            else:
+                rows.append((lineno, None, f"{manifest}:{lineno}: expected a JSON object with path, text, lang, "
+                                           f"got {type(row).__name__}; fix the line"))
+    elif manifest.suffix == ".tsv":
+        lines = list(_decode_lines(manifest))
+        header = (lines[0][1] or "").split("\t") if lines else []
+        if "path" not in header:
+            raise ValueError(f"{manifest}: the first line must be a header naming the columns path, text, lang "
+                             f"(optional: id, speaker), got {header}")
+        for lineno, line, error in lines[1:]:
+            if error:
+                rows.append((lineno, None, error))
+                continue
+            if not line.strip():
+                continue
+            rows.append((lineno, dict(zip(header, line.split("\t"))), None))
+    else:
+        raise ValueError(f"{manifest}: unknown manifest type; use .tsv (with a header) or .jsonl")
+    for lineno, row, error in rows:
+        if row is None:
+            yield Candidate(id=f"{manifest.name}:{lineno}", lang="?", speaker="?", source=f"{manifest}:{lineno}",
+                            text=None, text_error=error)
+            continue
+        rel = str(row.get("path", ""))
+        path = (root / rel) if rel else root
+        utt_id = str(row.get("id") or Path(rel).stem or f"{manifest.name}:{lineno}")
+        text = row.get("text")
+        yield Candidate(id=utt_id, lang=str(row.get("lang", "")), speaker=str(row.get("speaker") or utt_id),
+                        source=str(path), text=None if text in (None, "") else str(text), path=path,
+                        outside_root=not inside(path, root))
+
+
+Importer = Callable[..., Iterator[Candidate]]
+IMPORTERS: dict[str, Importer] = {
+    "librispeech": lambda spec: librispeech_candidates(spec["root"]),
+    "aishell": lambda spec: aishell_candidates(spec["root"],
+                                               spec.get("transcript") or "transcript/aishell_transcript_v0.8.txt"),
+    "manifest": lambda spec: manifest_candidates(spec["root"]),
+}
+
+
+def import_candidates(spec: dict[str, Any]) -> Iterator[Candidate]:
+    """One corpus.imports entry: {format: librispeech|aishell|manifest, root: ..., transcript: ...}."""
+    unknown = sorted(set(spec) - {"format", "root", "transcript"})
+    if unknown:
+        raise ValueError(f"corpus.imports entry {spec}: unknown key(s) {unknown}; use format, root, transcript")
+    fmt = spec.get("format")
+    if fmt not in IMPORTERS:
+        raise ValueError(f"corpus.imports entry {spec}: format must be one of {sorted(IMPORTERS)}")
+    if not spec.get("root"):
+        raise ValueError(f"corpus.imports entry {spec}: root is required")
+    return IMPORTERS[fmt](spec)

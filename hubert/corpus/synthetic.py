@@ -1,0 +1,149 @@
+"""The built-in bilingual corpus: espeak-ng voices speaking generated English and
+Mandarin sentences, with phone alignments from espeak's phoneme events."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hubert.corpus.records import Candidate
+from hubert.corpus.textgen import LANGS, TextGenerator, read_extra_text
+
+SILENCE = "sil"
+
+
+# ---------------------------------------------------------------- alignment
+def phone_intervals(phones: list[tuple[str, float]], duration: float) -> list[list]:
+    """espeak phoneme events (name, start) -> [[phone, start, end], ...] covering [0, duration].
+
+    Stress marks are stripped ('E and ,E are one phone), every pause symbol
+    becomes ``sil``, zero-length events (syllable boundaries) are dropped and
+    adjacent equal phones merge.
+    """
+    cleaned: list[tuple[str, float]] = []
+    for name, start in phones:
+        name = name.lstrip("',").strip() or SILENCE
+        if name.startswith("_"):
+            name = SILENCE
+        cleaned.append((name, min(max(start, 0.0), duration)))
+    if not cleaned or cleaned[0][1] > 0:
+        cleaned.insert(0, (SILENCE, 0.0))
+    out: list[list] = []
+    for i, (name, start) in enumerate(cleaned):
+        end = cleaned[i + 1][1] if i + 1 < len(cleaned) else duration
+        if end <= start:
+            continue
+        if out and out[-1][0] == name:
+            out[-1][2] = round(end, 3)
+        else:
+            out.append([name, round(start, 3), round(end, 3)])
+    return out
+
+
+# ---------------------------------------------------------------- synthetic corpus
+# Accents and voice variants that sound like speech (espeak's whisper, robot and
+# croak variants are left out). Mandarin has one accent: the variants carry the
+# speaker differences.
+EN_ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+ZH_ACCENTS = ["cmn"]
+VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Andy", "Annie", "Alex", "Lee",
+            "adam", "david", "john", "max", "paul", "robert", "linda", "steph", "belinda", "aunty", "edward",
+            "ian", "benjamin", "grandpa", "norbert", "shelby", "travis", "victor", "zac", "michel"]
+
+
+# Peak (of full scale) above which a synthetic utterance is synthesised again, quieter:
+# about 1 dB of headroom for the overshoot of resampling espeak's 22.05 kHz to 16 kHz.
+PEAK_LIMIT = 0.89
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    seed: int = 0
+    utterances: dict = field(default_factory=lambda: {"en": 600, "zh": 600})
+    speakers: dict = field(default_factory=lambda: {"en": 20, "zh": 20})
+    rate_wpm: tuple = (130, 200)
+    pitch: tuple = (20, 80)
+    rate_jitter: int = 10
+    pitch_jitter: int = 8
+    extra_text: str | None = None
+    extra_share: float = 0.2
+    # Seeded white noise added to every utterance (RMS in dBFS): espeak's pauses
+    # are digital zeros, which no microphone records and which give log-mel
+    # features a degenerate floor. None turns it off.
+    noise_dbfs: float | None = -65.0
+    # espeak's volume (0..200). At 75 its loudest variant (paul) saturates
+    # 16 bits; an utterance that peaks above PEAK_LIMIT is synthesised again
+    # at 2/3 the volume.
+    volume: int = 75
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    lang: str
+    voice: str
+    rate: int
+    pitch: int
+
+
+def synthetic_speakers(cfg: SyntheticConfig) -> list[Speaker]:
+    """Distinct voices per language: accent x variant, each with its own rate and pitch."""
+    out = []
+    for li, lang in enumerate(LANGS):
+        rng = random.Random(cfg.seed * 7919 + li)
+        accents = EN_ACCENTS if lang == "en" else ZH_ACCENTS
+        combos = [(a, v) for a in accents for v in VARIANTS]
+        n = int(cfg.speakers.get(lang, 0))
+        if n > len(combos):
+            raise ValueError(f"corpus.synthetic.speakers.{lang}={n} exceeds the {len(combos)} distinct voices"
+                             " available")
+        for k, (accent, variant) in enumerate(rng.sample(combos, n)):
+            out.append(Speaker(f"{lang}_spk{k:03d}", lang, f"{accent}+{variant}",
+                               rng.randint(*cfg.rate_wpm), rng.randint(*cfg.pitch)))
+    return out
+
+
+def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
+    """Yield synthesised utterances, deterministic from cfg.seed.
+
+    Utterances are dealt to speakers round-robin; each jitters its speaker's
+    rate and pitch. One espeak-ng instance per process (it has global state).
+    """
+    from hubert.corpus.espeak import Espeak
+
+    unknown = sorted(set(cfg.utterances) - set(LANGS))
+    if unknown:
+        raise ValueError(f"corpus.synthetic.utterances: unknown language(s) {unknown}; expected {LANGS}")
+    extra = read_extra_text(cfg.extra_text) if cfg.extra_text else []
+    speakers = synthetic_speakers(cfg)
+    engine = Espeak()
+    for li, lang in enumerate(LANGS):
+        n = int(cfg.utterances.get(lang, 0))
+        voices = [s for s in speakers if s.lang == lang]
+        if n and not voices:
+            raise ValueError(f"corpus.synthetic.speakers.{lang} must be > 0 when utterances.{lang} > 0")
+        text_gen = TextGenerator(cfg.seed * 7919 + 101 + li, extra, cfg.extra_share)
+        rng = random.Random(cfg.seed * 7919 + 202 + li)
+        for i in range(n):
+            spk = voices[i % len(voices)]
+            text = text_gen.sentence(lang)
+            rate = spk.rate + rng.randint(-cfg.rate_jitter, cfg.rate_jitter)
+            pitch = min(99, max(0, spk.pitch + rng.randint(-cfg.pitch_jitter, cfg.pitch_jitter)))
+            syn = engine.synthesize(text, spk.voice, rate, pitch, volume=cfg.volume)
+            volume = cfg.volume
+            while np.abs(syn.waveform).max() > PEAK_LIMIT and volume > 10:
+                # espeak saturated, or nearly (its loudest variant, paul, at low pitch), and resampling to
+                # 16 kHz overshoots such peaks: say it again quieter rather than keep flattened peaks.
+                # Deterministic: same text, voice and engine state order.
+                volume = volume * 2 // 3
+                syn = engine.synthesize(text, spk.voice, rate, pitch, volume=volume)
+            wav = syn.waveform
+            if cfg.noise_dbfs is not None:
+                noise = np.random.default_rng([cfg.seed, li, i]).standard_normal(len(wav), dtype=np.float32)
+                wav = wav + noise * np.float32(10 ** (cfg.noise_dbfs / 20))
+            yield Candidate(id=f"{spk.id}_{i:05d}", lang=lang, speaker=spk.id, source=f"espeak:{spk.voice}",
+                            text=text, waveform=wav, sample_rate=syn.sample_rate, phones=syn.phones,
+                            voice=f"{spk.voice} rate={rate} pitch={pitch}")

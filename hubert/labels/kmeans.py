@@ -1,0 +1,202 @@
+"""k-means pseudo-labels (stages kmeans_iter1 / kmeans_iter2): fit on a seeded
+sample of dumped features, assign every frame of every split with the same
+model, write fairseq label files, check them and score them.
+
+Settings follow fairseq's examples/hubert/simple_kmeans/learn_kmeans.py
+(MiniBatchKMeans, k-means++, max_iter 100, batch 10000, tol 0,
+max_no_improvement 100, n_init 20, reassignment_ratio 0, compute_labels
+False) plus what the recipe leaves out: a real ``random_state`` and a seeded
+numpy Generator for the sample, so the same seed gives the same labels.
+Features are read in fairseq's layout (:mod:`hubert.fairseq.formats`),
+memory-mapped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+from tqdm import tqdm
+
+from hubert.corpus.records import lookup_utterances
+from hubert.fairseq.formats import (
+    dict_file,
+    dumped_splits,
+    iter_shards,
+    label_file,
+    read_tsv,
+    split_lengths,
+    split_nshard,
+    write_dict,
+    write_km,
+)
+from hubert.labels.checks import check_labels, estimate_frame_rate, write_label_rate
+from hubert.labels.params import KMeansConfig
+from hubert.labels.quality import UttLabels, chance_bits, entropy_bits, label_quality
+
+MODEL_FILE = "kmeans.joblib"
+# frames per predict call: bounds the copy sklearn makes of a memory-mapped shard
+ASSIGN_BLOCK = 65536
+
+
+# ---------------------------------------------------------------- sampling
+def sample_lines(n_lines: int, percent: float, seed: int) -> np.ndarray:
+    """Sorted line indices: ceil(n_lines * percent) drawn without replacement (all when percent == -1).
+
+    Drawn over the whole split, not per shard as fairseq does, so the sample
+    (and the labels) do not depend on nshard.
+    """
+    if percent == -1:
+        return np.arange(n_lines)
+    k = int(np.ceil(n_lines * percent))
+    return np.sort(np.random.default_rng(seed).choice(n_lines, size=k, replace=False))
+
+
+def load_sample(feat_dir: str | Path, split: str, percent: float, seed: int) -> np.ndarray:
+    """The frames of :func:`sample_lines`'s utterances, (frames, dim) float32."""
+    lengths = split_lengths(feat_dir, split)
+    chosen = set(sample_lines(len(lengths), percent, seed).tolist())
+    parts, line = [], 0
+    for feats, lens in iter_shards(feat_dir, split):
+        offset = 0
+        for n in lens:
+            if line in chosen:
+                parts.append(np.asarray(feats[offset: offset + n]))
+            offset += n
+            line += 1
+    return np.concatenate(parts, axis=0)
+
+
+# ---------------------------------------------------------------- fit and assign
+def fit_kmeans(feats: np.ndarray, cfg: KMeansConfig):
+    """sklearn MiniBatchKMeans with fairseq's settings and random_state=cfg.seed, fitted on (frames, dim)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    if len(feats) < cfg.n_clusters:
+        raise ValueError(f"{len(feats)} sampled frames for K={cfg.n_clusters} clusters; raise kmeans.percent "
+                         "or lower kmeans.n_clusters")
+    km = MiniBatchKMeans(n_clusters=cfg.n_clusters, init=cfg.init, max_iter=cfg.max_iter, batch_size=cfg.batch_size,
+                         tol=cfg.tol, max_no_improvement=cfg.max_no_improvement, n_init=cfg.n_init,
+                         reassignment_ratio=cfg.reassignment_ratio, compute_labels=False, init_size=None,
+                         random_state=cfg.seed, verbose=0)
+    return km.fit(feats)
+
+
+def assign(model, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every frame (scikit-learn's predict), in blocks of ASSIGN_BLOCK frames.
+
+    Returns (labels (frames,) int64, squared distance to the assigned centroid
+    (frames,) float32)."""
+    centroids = np.asarray(model.cluster_centers_, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[1] != centroids.shape[1]:
+        raise ValueError(f"features of shape {feats.shape} for centroids of dim {centroids.shape[1]}")
+    labels = np.empty(len(feats), dtype=np.int64)
+    dists = np.empty(len(feats), dtype=np.float32)
+    for s in range(0, len(feats), ASSIGN_BLOCK):
+        x = np.asarray(feats[s: s + ASSIGN_BLOCK], dtype=np.float32)
+        labels[s: s + len(x)] = model.predict(x)
+        dists[s: s + len(x)] = ((x - centroids[labels[s: s + len(x)]]) ** 2).sum(1)
+    return labels, dists
+
+
+@dataclass
+class SplitLabels:
+    """Per manifest line, the unit sequence (frames,) int32; plus the summed squared distance."""
+
+    labels: list[np.ndarray]
+    sq_dist_sum: float
+
+    @property
+    def frames(self) -> int:
+        return sum(len(x) for x in self.labels)
+
+
+def label_split(feat_dir: str | Path, split: str, model, progress: bool = True) -> SplitLabels:
+    """Assign every frame of ``split``, shard by shard, split back per manifest line."""
+    out: list[np.ndarray] = []
+    total = 0.0
+    nshard = split_nshard(feat_dir, split)
+    for feats, lens in tqdm(iter_shards(feat_dir, split), total=nshard, desc=f"label {split}", unit="shard",
+                            disable=not progress):
+        labels, dists = assign(model, feats)
+        total += float(dists.sum(dtype=np.float64))
+        out += np.split(labels.astype(np.int32), np.cumsum(lens)[:-1])  # int32: half the memory of a big split
+    return SplitLabels(out, total)
+
+
+def unit_counts(labels: list[np.ndarray], n_clusters: int) -> np.ndarray:
+    """(K,) int64 frame counts of each unit."""
+    if not labels:
+        return np.zeros(n_clusters, dtype=np.int64)
+    return np.bincount(np.concatenate(labels), minlength=n_clusters)
+
+def training_splits(feat_dir: str | Path) -> list[str]:
+    """Splits with features in feat_dir, train first (it is the one k-means is fitted on)."""
+    splits = dumped_splits(feat_dir)
+    if "train" not in splits:
+        raise FileNotFoundError(f"{feat_dir}: no train features; run the features stage with train in features.splits")
+    return ["train"] + [s for s in splits if s != "train"]
+
+
+def make_labels(cfg: KMeansConfig, features: str | Path, manifests: str | Path, corpus: str | Path,
+                out_dir: str | Path, sample_rate: int, progress: bool = True) -> dict:
+    """The kmeans stage: fit on the train features, label every dumped split with that
+    one model, write ``out_dir`` whole ({split}.km, dict.km.txt, kmeans.joblib,
+    label_rate.json), check the files as pretraining will read them, and return the
+    label-quality metrics (numbers only)."""
+    features, manifests, out_dir = Path(features), Path(manifests), Path(out_dir)
+    splits = training_splits(features)
+
+    # features must line up with the manifests before anything is fitted on them
+    rows = {s: read_tsv(manifests / f"{s}.tsv")[1] for s in splits}
+    lengths = {s: split_lengths(features, s) for s in splits}
+    for s in splits:
+        if len(lengths[s]) != len(rows[s]):
+            raise ValueError(f"{features}: {len(lengths[s])} {s} feature rows but {manifests / s}.tsv has "
+                             f"{len(rows[s])} lines; the features are stale: re-run the features stage")
+    rates = {s: estimate_frame_rate(lengths[s], [n for _, n in rows[s]], sample_rate) for s in splits}
+    label_rate = rates["train"]
+    if len(set(rates.values())) != 1:
+        raise ValueError(f"{features}: splits disagree on the frame rate {rates}; re-run the features stage")
+
+    sample = load_sample(features, "train", cfg.percent, cfg.seed)
+    print(f"kmeans: fitting K={cfg.n_clusters} on {len(sample)} frames x {sample.shape[1]} dims")
+    model = fit_kmeans(sample, cfg)
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # labels of splits no longer dumped must not linger
+    out_dir.mkdir(parents=True)
+    joblib.dump(model, out_dir / MODEL_FILE)
+    labelled = {s: label_split(features, s, model, progress) for s in splits}
+    for s, lab in labelled.items():
+        write_km(label_file(out_dir, s), lab.labels)
+    counts = unit_counts(labelled["train"].labels, cfg.n_clusters)
+    write_dict(dict_file(out_dir), counts)
+    seconds = sum(n for _, n in rows["train"]) / sample_rate
+    write_label_rate(out_dir, label_rate, labelled["train"].frames, seconds)
+    for s in splits:  # the files as pretraining will read them
+        check_labels(manifests / f"{s}.tsv", label_file(out_dir, s), dict_file(out_dir), label_rate, sample_rate)
+
+    # quality on distinct utterances of every labelled split (train's repeated lines once)
+    first: dict[str, np.ndarray] = {}
+    for s in splits:
+        for (rel, _), units in zip(rows[s], labelled[s].labels):
+            first.setdefault(rel, units)
+    records = lookup_utterances(corpus, list(first), f"{manifests}/{{{','.join(splits)}}}.tsv")
+    utts = [UttLabels(u.lang, u.alignment, units) for u, units in zip(records, first.values())]
+    return {
+        "label_rate": label_rate,
+        "n_clusters": cfg.n_clusters,
+        "fit_frames": int(len(sample)),
+        **label_quality(utts, label_rate, cfg.n_clusters, cfg.seed),
+        # over train.km as pretraining sees it (repeats included): a model that
+        # learned only unit frequencies scores this masked loss, chance is log2(K+4)
+        "label_prior_entropy_bits": round(entropy_bits(counts), 4),
+        "chance_bits": round(chance_bits(cfg.n_clusters), 4),
+        "units_used_train": int((counts > 0).sum()),
+        "inertia_per_frame": {"fit_sample": round(float(assign(model, sample)[1].mean(dtype=np.float64)), 4),
+                              **{s: round(lab.sq_dist_sum / lab.frames, 4) for s, lab in labelled.items()}},
+    }

@@ -1,0 +1,130 @@
+"""The ``labels`` params section: per iteration the features to cluster and the
+k-means settings, and the layer sweep's draw; strict dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hubert.params import from_dict
+
+KINDS = ("mfcc", "hubert")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """``labels.<iteration>.features`` in params.yaml.
+
+    kind: mfcc | hubert. layer: 1-based transformer layer (hubert only, null
+    for mfcc). nshard: output shards per split (fairseq's nshard). workers:
+    shards dumped at once (torch threads pinned to cores // workers).
+    chunk_samples: longest waveform piece one HuBERT forward sees (fairseq's
+    max_chunk). device: cpu | cuda (hubert only). max_batch_samples: audio
+    samples per extractor call: MFCC runs a group of utterances through one
+    Kaldi call (about 320000 = 20 s is fastest on a CPU: larger groups fall
+    out of cache), HuBERT pads them into one forward where that is exact
+    (:attr:`HubertFeatureReader.batchable`); 0 = one utterance per call.
+    splits: manifest splits to dump.
+    """
+
+    kind: str = "mfcc"
+    layer: int | None = None
+    nshard: int = 2
+    workers: int = 2
+    chunk_samples: int = 1_600_000
+    device: str = "cpu"
+    max_batch_samples: int = 320_000
+    splits: tuple = ("train", "valid")
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"features.kind={self.kind!r} must be one of {KINDS}")
+        if self.kind == "hubert" and (self.layer is None or self.layer < 1):
+            raise ValueError(f"features.layer={self.layer} must be a 1-based transformer layer for kind=hubert")
+        if self.kind == "mfcc" and self.layer is not None:
+            raise ValueError(f"features.layer={self.layer} is set but kind=mfcc has no layers; set it to null")
+        if self.kind == "mfcc" and self.device != "cpu":
+            raise ValueError(f"features.device={self.device!r}: the MFCC recipe runs on cpu")
+        if self.device not in DEVICES:
+            raise ValueError(f"features.device={self.device!r} must be one of {DEVICES}")
+        if self.nshard < 1 or self.workers < 1:
+            raise ValueError(f"features.nshard={self.nshard} and features.workers={self.workers} must be >= 1")
+        if self.chunk_samples < 16000:
+            raise ValueError(f"features.chunk_samples={self.chunk_samples} must be at least 1 s (16000)")
+        if self.max_batch_samples < 0:
+            raise ValueError(f"features.max_batch_samples={self.max_batch_samples} must be >= 0")
+        if not self.splits:
+            raise ValueError("features.splits is empty; list the manifest splits to dump, e.g. [train, valid]")
+
+
+def feature_config(labels: dict, iteration: str) -> FeatureConfig:
+    """``labels.<iteration>.features`` of the params ``labels`` section, strictly parsed.
+
+    (The kmeans stage parses the whole iteration block with
+    hubert.labels.kmeans.iteration_config; the features stage reads only its own
+    part, so that it depends on nothing else.)
+    """
+    if iteration not in labels:
+        raise KeyError(f"no labels.{iteration} in params (have {sorted(labels)})")
+    return from_dict(FeatureConfig, labels[iteration].get("features"), f"labels.{iteration}.features")
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    """``labels.<iteration>.kmeans`` in params.yaml.
+
+    n_clusters: K. percent: fraction of train manifest lines (utterances, with
+    the balanced list's repeats) whose frames fit the model; -1 = all (fairseq's
+    convention). seed: sample and MiniBatchKMeans random_state. The rest are
+    MiniBatchKMeans arguments with fairseq's values as defaults.
+    """
+
+    n_clusters: int = 100
+    percent: float = 0.1
+    seed: int = 0
+    init: str = "k-means++"
+    max_iter: int = 100
+    batch_size: int = 10000
+    tol: float = 0.0
+    max_no_improvement: int = 100
+    n_init: int = 20
+    reassignment_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_clusters < 2:
+            raise ValueError(f"kmeans.n_clusters={self.n_clusters} must be >= 2")
+        if not (self.percent == -1 or 0.0 < self.percent <= 1.0):
+            raise ValueError(f"kmeans.percent={self.percent} must be in (0, 1], or -1 for all frames")
+
+
+@dataclass(frozen=True)
+class LabelsIteration:
+    """``labels.<iteration>`` in params.yaml: the features to cluster and the k-means settings."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+
+
+def iteration_config(labels: dict, iteration: str) -> LabelsIteration:
+    """``labels.<iteration>`` (iter1, iter2) of the params ``labels`` section, strictly parsed."""
+    if iteration not in labels:
+        raise KeyError(f"no labels.{iteration} in params (have {sorted(labels)})")
+    return from_dict(LabelsIteration, labels[iteration], f"labels.{iteration}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """``labels.sweep`` in params.yaml.
+
+    max_utterances: distinct train + valid utterances drawn (seeded, without
+    replacement), -1 = all; the train ones fit k-means (in place of
+    kmeans.percent), all of them are scored. seed: the draw (k-means keeps
+    kmeans.seed).
+    """
+
+    max_utterances: int = 600
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.max_utterances == -1 or self.max_utterances >= 1):
+            raise ValueError(f"labels.sweep.max_utterances={self.max_utterances} must be >= 1, or -1 for all")

@@ -1,0 +1,192 @@
+"""The fairseq-hydra-train config of one HuBERT pretraining run, the label set it
+reads, and the batch arithmetic against fairseq's reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubert.fairseq.formats import KM, dict_file, label_file, read_label_lines
+from hubert.fairseq.launcher import NEVER_EPOCHS, hydra_block
+from hubert.labels.checks import check_labels, read_label_rate
+from hubert.labels.quality import chance_bits, entropy_bits
+from hubert.pretrain.params import BatchParams, HardwareParams, PretrainParams
+
+SPLITS = ("train", "valid")
+CONFIG_NAME = "fairseq_config"
+REFERENCE_GPUS = 32  # fairseq hubert_base_librispeech.yaml: distributed_world_size
+REFERENCE_MAX_TOKENS = 1_400_000  # ... and max_tokens (samples per GPU)
+
+
+# ---------------------------------------------------------------- labels
+@dataclass(frozen=True)
+class LabelSet:
+    """What the config and the loss check need from a labels directory.
+
+    units: K, the lines of dict.km.txt (fairseq's softmax has K + 4 classes);
+    units_in_labels: 1 + the largest unit in the training labels;
+    prior_entropy_bits: H(z) of the training labels, the masked loss of a model
+    that learned only the label frequencies.
+    """
+
+    label_rate: float
+    units: int
+    units_in_labels: int
+    prior_entropy_bits: float
+
+    @property
+    def chance_bits(self) -> float:
+        return chance_bits(self.units)
+
+
+def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) -> LabelSet:
+    """Check train and valid labels against their manifests and dictionary, and read the label set."""
+    manifests, labels = Path(manifests), Path(labels)
+    label_rate = read_label_rate(labels)
+    units = [check_labels(manifests / f"{split}.tsv", label_file(labels, split), dict_file(labels), label_rate,
+                          sample_rate)["n_clusters"] for split in SPLITS][0]  # one dictionary for both splits
+    counts = np.zeros(units, dtype=np.int64)
+    for line in read_label_lines(label_file(labels, "train")):
+        counts += np.bincount(np.asarray(line, dtype=np.int64), minlength=units)
+    used = np.flatnonzero(counts)
+    return LabelSet(label_rate=float(label_rate), units=int(units),
+                    units_in_labels=int(used[-1]) + 1 if len(used) else 0,
+                    prior_entropy_bits=entropy_bits(counts))
+
+
+def input_files(manifests: str | Path, labels: str | Path) -> list[Path]:
+    manifests, labels = Path(manifests), Path(labels)
+    return [manifests / f"{s}.tsv" for s in SPLITS] + [label_file(labels, s) for s in SPLITS] + [dict_file(labels)]
+
+
+# ---------------------------------------------------------------- config
+def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate: float, save_dir: str,
+                   sample_rate: int, user_dir: str) -> dict[str, Any]:
+    """The complete fairseq-hydra-train config (HuBERT pretraining) as a dict.
+
+    Paths are used as given: pass them relative to the directory training runs in
+    (the repository root). Keys left out keep fairseq-fixed 0.12.3.1's defaults.
+    """
+    m, o, b, h, s = p.model, p.optimization, p.batch, p.hardware, p.schedule
+    return {
+        **hydra_block(),
+        "common": {
+            "seed": p.seed,
+            "cpu": h.gpus == 0,
+            "fp16": h.precision == "fp16",
+            "bf16": h.precision == "bf16",
+            "log_format": "json",
+            "log_interval": s.log_interval,
+            # fairseq's own log format names the logger ("| train_inner |"),
+            # which is how records are told apart
+            "reset_logging": True,
+            "user_dir": user_dir,
+        },
+        "checkpoint": {
+            "save_dir": save_dir,
+            "save_interval": NEVER_EPOCHS,
+            "save_interval_updates": s.save_interval_updates,
+            "keep_interval_updates": 1,
+            "no_epoch_checkpoints": True,
+        },
+        "distributed_training": {
+            "distributed_world_size": h.workers,
+            "nprocs_per_node": h.workers,
+            "ddp_backend": "no_c10d",
+            # layerdrop leaves some parameters without gradients in a step
+            "find_unused_parameters": True,
+        },
+        "task": {
+            "_name": "hubert_pretraining",
+            "data": manifests,
+            "label_dir": labels,
+            "labels": [KM],
+            "label_rate": label_rate,
+            "sample_rate": sample_rate,
+            "max_sample_size": b.max_sample_size,
+            "min_sample_size": b.min_sample_size,
+            "pad_audio": False,
+            "random_crop": True,
+            # fairseq: the waveform is layer-normalised exactly when the CNN has
+            # per-layer norms (extractor_mode layer_norm)
+            "normalize": m.extractor_mode == "layer_norm",
+        },
+        "dataset": {
+            "num_workers": h.num_workers,
+            "max_tokens": b.max_tokens,
+            # fairseq's default 8 silently drops the last utterances of small sets
+            "required_batch_size_multiple": 1,
+            "skip_invalid_size_inputs_valid_test": True,
+            "validate_interval": NEVER_EPOCHS,
+            "validate_interval_updates": s.validate_interval_updates,
+            # the same masks at every validation: valid losses compare across
+            # updates and runs instead of following the training RNG
+            "fixed_validation_seed": p.seed,
+            # without loader processes, fairseq's prefetch thread would crop clips
+            # with numpy's global RNG while the training thread draws layerdrop
+            # from it: the interleaving, and so the run, would change every time
+            **({"data_buffer_size": 0} if h.num_workers == 0 else {}),
+        },
+        "criterion": {
+            "_name": "hubert",
+            "pred_masked_weight": p.loss.pred_masked_weight,
+            "pred_nomask_weight": p.loss.pred_nomask_weight,
+            "loss_weights": [p.loss.features_pen_weight],
+        },
+        "optimization": {
+            "max_update": o.max_update,
+            "lr": [o.lr],
+            "clip_norm": o.clip_norm,
+            "update_freq": [b.update_freq],
+        },
+        "optimizer": {
+            "_name": "adam",
+            "adam_betas": f"({o.adam_betas[0]},{o.adam_betas[1]})",
+            "adam_eps": o.adam_eps,
+            "weight_decay": o.weight_decay,
+        },
+        "lr_scheduler": {"_name": "polynomial_decay", "warmup_updates": o.warmup_updates},
+        "model": {
+            "_name": "hubert",
+            "label_rate": label_rate,
+            "conv_feature_layers": m.conv_feature_layers(),
+            **{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "conv_channels"},
+        },
+    }
+
+
+def config_header(config_dir: str) -> str:
+    """The comment lines on top of the config file."""
+    return ("# Generated by stages/pretrain.py from params.yaml (pretrain.*) and the labels' label_rate.json\n"
+            "# and dict.km.txt. Paths are relative to the repository root; to re-run by hand from there:\n"
+            f"#   fairseq-hydra-train --config-dir {config_dir} --config-name {CONFIG_NAME}\n")
+
+
+# ---------------------------------------------------------------- batch arithmetic
+def effective_batch(h: HardwareParams, b: BatchParams, sample_rate: int) -> dict[str, float]:
+    """Audio per update at most: workers x max_tokens x update_freq samples, in hours,
+    and its ratio to fairseq's reference 32 GPUs x 1.4M samples. (fairseq crops each
+    batch to its shortest clip, so the audio actually used per update is smaller:
+    see ``audio_s_per_update`` in the final metrics.)"""
+    samples = h.workers * b.max_tokens * b.update_freq
+    reference = REFERENCE_GPUS * REFERENCE_MAX_TOKENS
+    return {
+        "workers": h.workers,
+        "max_tokens": b.max_tokens,
+        "update_freq": b.update_freq,
+        "hours_per_update": samples / sample_rate / 3600,
+        "reference_hours_per_update": reference / sample_rate / 3600,
+        "ratio_to_reference": samples / reference,
+    }
+
+
+def describe_batch(batch: dict[str, float]) -> str:
+    ratio = batch["ratio_to_reference"]
+    frac = f"1/{1 / ratio:.3g}" if ratio < 1 else f"{ratio:.3g}x"
+    return (f"effective batch {batch['workers']} x {batch['max_tokens']} x update_freq {batch['update_freq']} = "
+            f"{batch['hours_per_update']:.4g} h of audio per update (at most); reference "
+            f"{REFERENCE_GPUS} x {REFERENCE_MAX_TOKENS} = {batch['reference_hours_per_update']:.4g} h: {frac} of it")

@@ -1,0 +1,209 @@
+"""The ``pretrain`` params section: one strict dataclass per block, the shared
+blocks merged with the ``pretrain.<iteration>`` overrides."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hubert.params import from_dict
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+ITERATIONS = ("iter1", "iter2")
+# HuBERT's CNN: [(C,10,5)] + [(C,3,2)]*4 + [(C,2,2)]*2, a hop of 5 * 2**6 = 320
+# samples (20 ms at 16 kHz). Only the channel count is a parameter: the hop fixes
+# the 50 Hz frame rate that label rates 100 (MFCC) and 50 (layer features) divide.
+CONV_KERNELS_STRIDES = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
+CONV_HOP = math.prod(s for _, s in CONV_KERNELS_STRIDES)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """``pretrain.model``: fairseq ``model.*`` keys of the same names, except
+    conv_channels (the width of every CNN layer; kernels and strides are HuBERT's)."""
+
+    conv_channels: int
+    encoder_layers: int
+    encoder_embed_dim: int
+    encoder_ffn_embed_dim: int
+    encoder_attention_heads: int
+    final_dim: int
+    conv_pos: int
+    conv_pos_groups: int
+    extractor_mode: str
+    mask_prob: float
+    mask_length: int
+    feature_grad_mult: float
+    untie_final_proj: bool
+    dropout: float
+    attention_dropout: float
+    activation_dropout: float
+    dropout_input: float
+    dropout_features: float
+    encoder_layerdrop: float
+    logit_temp: float
+
+    def __post_init__(self) -> None:
+        for name, divisor in (("encoder_attention_heads", self.encoder_attention_heads),
+                              ("conv_pos_groups", self.conv_pos_groups)):
+            if divisor <= 0 or self.encoder_embed_dim % divisor:
+                raise ValueError(f"pretrain.model.{name}={divisor} must divide "
+                                 f"encoder_embed_dim={self.encoder_embed_dim}")
+        if self.extractor_mode not in ("default", "layer_norm"):
+            raise ValueError(f"pretrain.model.extractor_mode={self.extractor_mode!r}: use default or layer_norm")
+        if not 0.0 <= self.mask_prob <= 1.0:
+            raise ValueError(f"pretrain.model.mask_prob={self.mask_prob} must be in [0, 1]")
+
+    def conv_feature_layers(self) -> str:
+        """fairseq's conv_feature_layers: a list of (channels, kernel, stride) as a
+        string (fairseq eval()s it; ours is a plain literal)."""
+        return "[" + ", ".join(f"({self.conv_channels},{k},{s})" for k, s in CONV_KERNELS_STRIDES) + "]"
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """``pretrain.loss``: fairseq's hubert criterion. features_pen_weight is its
+    ``loss_weights: [w]`` (the weight of the CNN feature penalty)."""
+
+    pred_masked_weight: float
+    pred_nomask_weight: float
+    features_pen_weight: float
+
+
+@dataclass(frozen=True)
+class OptimizationParams:
+    """``pretrain.optimization``: Adam with polynomial decay after a linear warm-up."""
+
+    lr: float
+    warmup_updates: int
+    max_update: int
+    adam_betas: tuple[float, float]
+    adam_eps: float
+    weight_decay: float
+    clip_norm: float
+
+    def __post_init__(self) -> None:
+        if self.max_update <= 0:
+            raise ValueError(f"pretrain.optimization.max_update={self.max_update} must be positive")
+        if not 0 <= self.warmup_updates < self.max_update:
+            raise ValueError(f"pretrain.optimization.warmup_updates={self.warmup_updates} must be in "
+                             f"[0, max_update={self.max_update})")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"pretrain.optimization.adam_betas={list(self.adam_betas)}: give two numbers")
+
+
+@dataclass(frozen=True)
+class BatchParams:
+    """``pretrain.batch``: sizes in audio samples. max_tokens is per GPU and
+    forward pass; update_freq forward passes make one update; clips are cropped
+    to max_sample_size and clips shorter than min_sample_size are left out."""
+
+    max_tokens: int
+    update_freq: int
+    max_sample_size: int
+    min_sample_size: int
+
+    def __post_init__(self) -> None:
+        if self.update_freq < 1:
+            raise ValueError(f"pretrain.batch.update_freq={self.update_freq} must be >= 1")
+        if self.max_tokens < self.max_sample_size:
+            raise ValueError(f"pretrain.batch.max_tokens={self.max_tokens} is below max_sample_size="
+                             f"{self.max_sample_size}: one cropped clip would not fit in a batch")
+        if not 0 < self.min_sample_size <= self.max_sample_size:
+            raise ValueError(f"pretrain.batch.min_sample_size={self.min_sample_size} must be in "
+                             f"(0, max_sample_size={self.max_sample_size}]")
+
+
+@dataclass(frozen=True)
+class HardwareParams:
+    """``pretrain.hardware``: gpus 0 trains on the CPU in one process; gpus N
+    trains on N CUDA GPUs of this machine (fairseq's distributed_world_size).
+    precision: fp32 | fp16 | bf16 (the last two need GPUs)."""
+
+    gpus: int
+    precision: str
+    num_workers: int
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ValueError(f"pretrain.hardware.gpus={self.gpus} must be >= 0 (0 = CPU)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"pretrain.hardware.precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.gpus == 0 and self.precision != "fp32":
+            raise ValueError(f"pretrain.hardware.precision={self.precision} needs GPUs; on the CPU (gpus: 0) "
+                             "use fp32")
+
+    @property
+    def workers(self) -> int:
+        """Processes that each take max_tokens per forward pass."""
+        return max(1, self.gpus)
+
+
+def check_devices(h: HardwareParams) -> None:
+    """Fail before launching when the machine lacks the GPUs the params ask for."""
+    if h.gpus == 0:
+        return
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < h.gpus:
+        raise ValueError(f"pretrain.hardware.gpus={h.gpus} but this machine has {found} CUDA GPU(s); "
+                         "set pretrain.hardware.gpus to at most that (0 trains on the CPU)")
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """``pretrain.schedule``: every log_interval updates a train_inner record;
+    every save_interval_updates a checkpoint (the resume point, with a
+    validation); every validate_interval_updates a validation."""
+
+    log_interval: int
+    save_interval_updates: int
+    validate_interval_updates: int
+
+    def __post_init__(self) -> None:
+        for name in ("log_interval", "save_interval_updates", "validate_interval_updates"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"pretrain.schedule.{name}={getattr(self, name)} must be positive")
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """The ``pretrain`` section for one iteration (shared blocks + ``pretrain.<iteration>`` overrides)."""
+
+    seed: int
+    model: ModelParams
+    loss: LossParams
+    optimization: OptimizationParams
+    batch: BatchParams
+    hardware: HardwareParams
+    schedule: ScheduleParams
+
+
+def iteration_params(section: dict[str, Any], iteration: str) -> PretrainParams:
+    """Build the params of ``iteration`` from the ``pretrain`` section.
+
+    The shared blocks (model, loss, optimization, ...) hold the settings of both
+    iterations; ``pretrain.<iteration>`` may override any of their keys, e.g.
+    ``iter2: {hardware: {precision: bf16}}``. An override naming a key that the
+    shared blocks lack is an error (a typo must not be ignored).
+    """
+    if iteration not in ITERATIONS:
+        raise ValueError(f"unknown iteration {iteration!r}: use one of {', '.join(ITERATIONS)}")
+    shared = {k: v for k, v in section.items() if k not in ITERATIONS}
+    merged = _merge(shared, section.get(iteration) or {}, f"pretrain.{iteration}", "pretrain")
+    return from_dict(PretrainParams, merged, "pretrain")
+
+
+def _merge(base: dict, override: dict, where: str, base_where: str) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ValueError(f"{where}.{key}: {base_where} has no key {key!r} to override "
+                             f"(keys: {', '.join(sorted(base))})")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            out[key] = _merge(base[key], value, f"{where}.{key}", f"{base_where}.{key}")
+        else:
+            out[key] = value
+    return out
