@@ -1,6 +1,6 @@
 # Two entry points, both self-bootstrapping on a fresh machine:
 #   make repro [PROFILE=tiny|demo|base]   create .venv if missing, install, run the pipeline
-#   make test                             same bootstrap, then the test suite
+#   make test                             same bootstrap, then the linter and the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -35,7 +35,9 @@ params: install
 repro: params
 	$(BIN)/dvc repro
 
+# The linter first (rules in pyproject.toml): it fails in seconds, the suite takes minutes.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # What the last committed change to metrics/ did, as a Markdown table (CI prints
