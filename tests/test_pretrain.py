@@ -18,15 +18,17 @@ import pytest
 import torch
 import yaml
 
+from hubert.fairseq.checkpoint import checkpoint_updates
 from hubert.fairseq.launcher import (
     LAST,
     LOG_FILE,
     RUN_FILE,
+    SET_ASIDE,
     Record,
+    Resume,
     RunRejected,
     TrainingError,
     config_yaml,
-    fingerprint,
     parse_log_line,
     plugin_dir,
     portable_path,
@@ -41,6 +43,7 @@ from hubert.pretrain.config import (
     effective_batch,
     fairseq_config,
     read_label_set,
+    run_identity,
 )
 from hubert.pretrain.metrics import LossSanityError, check_first_loss, final_metrics, plot_values, record_check, verdict
 from hubert.pretrain.params import (
@@ -92,19 +95,27 @@ def test_demo_profile_is_the_measured_cpu_model():
     assert (p.hardware.gpus, p.hardware.precision) == (0, "fp32")
 
 
-def test_base_profile_is_hubert_base_with_the_users_settings_and_the_reference_batch():
-    p = params("base")
-    m = p.model
-    assert (m.conv_channels, m.encoder_layers, m.encoder_embed_dim, m.final_dim) == (512, 12, 768, 256)
-    assert (m.mask_prob, m.feature_grad_mult, m.untie_final_proj) == (0.8, 0.1, True)
-    assert p.batch.max_tokens == 1_400_000 and p.optimization.max_update == 400_000
-    assert p.optimization.warmup_updates == 32000 and p.optimization.lr == 2.5e-4
-    assert p.hardware.precision == "fp16"
-    assert effective_batch(p.hardware, p.batch, 16000)["ratio_to_reference"] == pytest.approx(1.0)
+def test_base_profile_is_fairseqs_recipe_with_the_papers_iteration_1_and_the_reference_batch():
+    iter1, iter2 = (iteration_params(section("base"), it) for it in ITERATIONS)
+    for p in (iter1, iter2):
+        m = p.model
+        assert (m.conv_channels, m.encoder_layers, m.encoder_embed_dim, m.final_dim) == (512, 12, 768, 256)
+        assert (m.mask_prob, m.feature_grad_mult, m.untie_final_proj) == (0.8, 0.1, True)
+        assert p.batch.max_tokens == 1_400_000 and p.hardware.precision == "fp16"
+        assert p.optimization.warmup_updates == 32000 and p.optimization.lr == 5e-4
+        assert effective_batch(p.hardware, p.batch, 16000)["ratio_to_reference"] == pytest.approx(1.0)
+    assert (iter1.optimization.max_update, iter2.optimization.max_update) == (250_000, 400_000)
+
+
+def test_the_questions_config_is_an_experiment_on_top_of_the_recipe():
+    iter1, iter2 = (iteration_params(section("base", "experiment=question"), it) for it in ITERATIONS)
+    for p in (iter1, iter2):
+        assert (p.optimization.lr, p.optimization.max_update, p.hardware.precision) == (2.5e-4, 400_000, "fp16")
+        assert p.model.mask_prob == 0.8
 
 
 def test_iteration_block_overrides_only_its_iteration():
-    s = section("tiny", "+pretrain.iter2.hardware.num_workers=3", "+pretrain.iter2.optimization.max_update=7")
+    s = section("tiny", "pretrain.iter2.hardware.num_workers=3", "pretrain.iter2.optimization.max_update=7")
     one, two = iteration_params(s, "iter1"), iteration_params(s, "iter2")
     assert (one.hardware.num_workers, one.optimization.max_update) == (0, 40)
     assert (two.hardware.num_workers, two.optimization.max_update) == (3, 7)
@@ -336,48 +347,129 @@ def write_log(save_dir: Path, steps: list[int]) -> None:
     (save_dir / LOG_FILE).write_text("".join(r.to_json() + "\n" for r in recs))
 
 
-def test_resume_only_under_the_same_fingerprint(tmp_path):
+IDENTITY = {"model.encoder_layers": "2", "task.labels": "['km']", "file iter1/train.km": "a" * 64}
+CONFIG = {"common": {"fp16": False, "log_interval": 2}, "optimization": {"max_update": 40},
+          "dataset": {"num_workers": 0}, "distributed_training": {"distributed_world_size": 1}}
+
+
+def with_changes(config: dict, **changes: dict) -> dict:
+    return {section: {**values, **changes.get(section, {})} for section, values in config.items()}
+
+
+def killed_after(save: Path, updates: int, logged: list[int]) -> None:
+    """A run that saved checkpoint_last.pt at ``updates`` and logged ``logged`` before it was killed."""
+    fake_checkpoint(save / LAST, updates)
+    write_log(save, logged)
+
+
+def set_aside_dirs(save: Path) -> list[Path]:
+    return sorted((save.parent / SET_ASIDE).iterdir()) if (save.parent / SET_ASIDE).is_dir() else []
+
+
+def test_a_fresh_directory_starts_at_update_0(tmp_path):
+    decision = prepare_save_dir(tmp_path / "ckpt", IDENTITY, CONFIG)
+    assert decision == Resume(0, "no checkpoint: starting from update 0")
+    assert json.loads((tmp_path / "ckpt" / RUN_FILE).read_text())["identity"] == IDENTITY
+
+
+def test_same_run_resumes_and_cuts_the_log_back_to_the_checkpoint(tmp_path):
     save = tmp_path / "ckpt"
-    resume, why = prepare_save_dir(save, "a" * 64)
-    assert resume == 0 and "starting from update 0" in why
-    fake_checkpoint(save / LAST, 10)
-    write_log(save, [2, 4, 10, 12, 14])  # logged after the checkpoint, then killed
-    resume, why = prepare_save_dir(save, "a" * 64)
-    assert resume == 10 and "resuming" in why and "update 10" in why
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10, 12, 14])
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 10 and "resuming" in decision.why and "(same config and inputs)" in decision.why
     assert [r.step for r in read_log(save)] == [2, 4, 10]  # fairseq redoes 11..14
-    assert (save / LAST).is_file()
-    resume, why = prepare_save_dir(save, "b" * 64)
-    assert resume == 0 and "changed" in why and "starting over" in why
+    assert decision.overrides == () and set_aside_dirs(save) == []
+
+
+@pytest.mark.parametrize("changes, shown", [
+    ({"optimization": {"max_update": 800}}, "optimization.max_update 40 -> 800"),  # train longer
+    ({"distributed_training": {"distributed_world_size": 8}}, "distributed_training.distributed_world_size 1 -> 8"),
+    ({"dataset": {"num_workers": 6}}, "dataset.num_workers 0 -> 6"),
+    ({"common": {"log_interval": 200}}, "common.log_interval 2 -> 200"),
+])
+def test_schedule_hardware_and_logging_changes_continue_from_the_checkpoint(tmp_path, changes, shown):
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10])
+    decision = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, **changes))
+    assert decision.update == 10 and shown in decision.why
+    assert (save / LAST).is_file() and set_aside_dirs(save) == [] and decision.overrides == ()
+
+
+def test_precision_between_fp32_and_half_continues_with_a_fresh_optimizer(tmp_path):
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10])
+    decision = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, common={"fp16": True}))
+    assert decision.update == 10 and decision.overrides == ("checkpoint.reset_optimizer=true",)
+    assert "optimizer state starts afresh" in decision.why
+    again = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, common={"fp16": True}))
+    assert again.overrides == ()  # run.json now records fp16
+
+
+@pytest.mark.parametrize("key, value", [("model.encoder_layers", "4"), ("file iter1/train.km", "b" * 64),
+                                        ("task.labels", "['km', 'ltr']")])
+def test_a_checkpoint_of_another_model_or_other_data_is_set_aside_never_deleted(tmp_path, key, value):
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10])
+    decision = prepare_save_dir(save, {**IDENTITY, key: value}, CONFIG)
+    assert decision.update == 0 and f"changed: {key}" in decision.why and "set aside in" in decision.why
+    (kept,) = set_aside_dirs(save)
+    assert kept.name.startswith("001-") and checkpoint_updates(kept / LAST) == 10
+    assert key in (kept / "REASON.txt").read_text() and [r.step for r in read_log(kept)] == [2, 4, 10]
     assert not (save / LAST).exists() and read_log(save) == []
-    assert json.loads((save / RUN_FILE).read_text())["fingerprint"] == "b" * 64
+    assert json.loads((save / RUN_FILE).read_text())["identity"][key] == value
+    killed_after(save, 4, [2, 4])
+    prepare_save_dir(save, IDENTITY, CONFIG)  # and back: a second set-aside folder, the first untouched
+    assert [d.name[:4] for d in set_aside_dirs(save)] == ["001-", "002-"]
 
 
-def test_checkpoint_without_its_training_log_starts_over(tmp_path):
+def test_checkpoint_without_its_training_log_is_set_aside(tmp_path):
     save = tmp_path / "ckpt"
-    prepare_save_dir(save, "a" * 64)
+    prepare_save_dir(save, IDENTITY, CONFIG)
     fake_checkpoint(save / LAST, 10)
-    resume, why = prepare_save_dir(save, "a" * 64)
-    assert resume == 0 and "train_log.jsonl is missing" in why and not (save / LAST).exists()
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 0 and "train_log.jsonl is missing" in decision.why
+    assert not (save / LAST).exists() and (set_aside_dirs(save)[0] / LAST).is_file()
 
 
-def test_unreadable_last_checkpoint_starts_over(tmp_path):
+def test_unreadable_last_checkpoint_is_set_aside(tmp_path):
     save = tmp_path / "ckpt"
-    prepare_save_dir(save, "a" * 64)
+    prepare_save_dir(save, IDENTITY, CONFIG)
     (save / LAST).write_bytes(b"cut short")
-    resume, why = prepare_save_dir(save, "a" * 64)
-    assert resume == 0 and "cannot be read" in why and not (save / LAST).exists()
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 0 and "cannot be read" in decision.why
+    assert (set_aside_dirs(save)[0] / LAST).read_bytes() == b"cut short"
 
 
-def test_fingerprint_follows_config_and_input_bytes_not_their_location(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "clone" / "b"
+def test_checkpoints_of_an_older_run_json_are_set_aside(tmp_path):
+    save = tmp_path / "ckpt"
+    save.mkdir()
+    killed_after(save, 10, [2, 4, 10])
+    (save / RUN_FILE).write_text(json.dumps({"fingerprint": "f" * 64}))  # written before identities existed
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 0 and "does not say what they were trained on" in decision.why
+    assert checkpoint_updates(set_aside_dirs(save)[0] / LAST) == 10
+
+
+def test_identity_follows_input_bytes_not_their_location(tmp_path):
+    a, b = tmp_path / "a" / "iter1", tmp_path / "b" / "iter1"
     for d in (a, b):
         d.mkdir(parents=True)
         (d / "train.km").write_text("1 2 3\n")
-    fa = fingerprint("cfg", [a / "train.km"])
-    assert fa == fingerprint("cfg", [b / "train.km"])
-    assert fa != fingerprint("cfg2", [a / "train.km"])
+    cfg = fairseq_config(params(), manifests="m", labels="l", label_rate=100.0, save_dir="s", sample_rate=16000,
+                         user_dir="u")
+    assert run_identity(cfg, [a / "train.km"]) == run_identity(cfg, [b / "train.km"])
     (b / "train.km").write_text("1 2 4\n")
-    assert fa != fingerprint("cfg", [b / "train.km"])
+    assert run_identity(cfg, [a / "train.km"]) != run_identity(cfg, [b / "train.km"])
+    longer = fairseq_config(params("tiny", "pretrain.optimization.max_update=80"), manifests="m", labels="l",
+                            label_rate=100.0, save_dir="s", sample_rate=16000, user_dir="u")
+    assert run_identity(longer, [a / "train.km"]) == run_identity(cfg, [a / "train.km"])
+    deeper = fairseq_config(params("tiny", "pretrain.model.encoder_layers=3"), manifests="m", labels="l",
+                            label_rate=100.0, save_dir="s", sample_rate=16000, user_dir="u")
+    assert run_identity(deeper, [a / "train.km"]) != run_identity(cfg, [a / "train.km"])
 
 
 # ---------------------------------------------------------------- metrics

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from hubert.fairseq.launcher import parse_log_line, read_log
-from tests._pretrain_fixtures import files_under, make_clone, resumed_run, run_stage, stage_args
+from tests._pretrain_fixtures import compose_params, files_under, make_clone, resumed_run, run_stage, stage_args
 
 pytestmark = pytest.mark.slow
 OUT = Path("data/pretrain/iter1")
@@ -88,6 +89,24 @@ def test_completed_run_is_not_trained_again(run):
     assert (run.clone / "metrics/pretrain_iter1.json").read_text() == before
 
 
+def test_training_longer_continues_the_finished_run(run, tmp_path):
+    """max_update 40 -> 60 (the usual "train longer"), with other workers and logging: the run
+    continues from its checkpoint at update 40 instead of starting over."""
+    clone = tmp_path / "repo"
+    shutil.copytree(run.clone, clone, symlinks=True)
+    (clone / "params.yaml").write_text(compose_params(["profile=tiny", "pretrain.optimization.max_update=60",
+                                                       "pretrain.schedule.log_interval=4"]), encoding="utf-8")
+    code, out = run_stage(clone)
+    assert code == 0, out[-3000:]
+    assert "resuming from data/pretrain/iter1/checkpoints/checkpoint_last.pt at update 40" in out
+    assert "optimization.max_update 40 -> 60" in out and "common.log_interval 2 -> 4" in out
+    assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ 40 updates\)", out)
+    log = [r.step for r in read_log(clone / OUT / "checkpoints") if r.tag == "train_inner"]
+    assert log == list(range(2, 41, 2)) + list(range(44, 61, 4))  # the first 40 updates' curve is kept
+    assert state(clone)["optimizer_history"][-1]["num_updates"] == 60
+    assert not (clone / OUT / "set_aside").exists()
+
+
 # ---------------------------------------------------------------- portability
 def test_outputs_are_the_same_from_another_clone_path(run, tmp_path, tiny_corpus, tiny_manifests):
     other = make_clone(tmp_path / "another place" / "deeper" / "clone", tiny_corpus, tiny_manifests)
@@ -128,7 +147,9 @@ def test_dictionary_of_another_kmeans_run_stops_training(tmp_path, tiny_corpus, 
     assert "500 units" in out and "does not belong to these labels" in out
     first = fairseq_records(out)[0]["loss_m_0"]
     assert abs(first - math.log2(504)) < 0.1 * math.log2(504)
-    assert not (clone / OUT / "checkpoints").exists()  # nothing of it will be resumed
+    assert not (clone / OUT / "checkpoints").exists()  # nothing of it will be resumed...
+    (kept,) = (clone / OUT / "set_aside").iterdir()  # ...and nothing of it is deleted
+    assert "rejected" in kept.name and "does not belong to these labels" in (kept / "REASON.txt").read_text()
     assert not (clone / "metrics/pretrain_iter1.json").exists()
 
 

@@ -7,8 +7,9 @@ One run, top to bottom (:func:`launch`):
    path relative to the repository root, which is also the training process's
    working directory (``hydra.run.dir: .``): the file, the checkpoints and the
    logs are then the same from any clone path.
-2. :func:`prepare_save_dir` resumes from fairseq's ``checkpoint_last.pt`` only
-   when the config and its inputs are unchanged (:func:`fingerprint`).
+2. :func:`prepare_save_dir` resumes from fairseq's ``checkpoint_last.pt`` unless
+   what the checkpoints were trained on changed; then they are set aside, never
+   deleted.
 3. fairseq-hydra-train runs as a subprocess whose json log is streamed (still
    printed): every ``train_inner`` and ``valid`` record goes to a persistent
    ``train_log.jsonl`` (so a resumed run's curves start at update 1), to
@@ -57,8 +58,8 @@ class TrainingError(RuntimeError):
 
 class RunRejected(TrainingError):
     """Raised by a record hook: the run is wrong from the start (e.g. its first loss is
-    not at chance). The launcher stops fairseq and empties the save directory, so
-    that nothing of the run is resumed."""
+    not at chance). The launcher stops fairseq and sets the save directory aside,
+    so that nothing of the run is resumed."""
 
 
 # ---------------------------------------------------------------- config and paths
@@ -91,52 +92,105 @@ def plugin_dir(root: str | Path) -> str:
 
 
 # ---------------------------------------------------------------- resume
-def fingerprint(config_text: str, inputs: Iterable[str | Path]) -> str:
-    """sha256 of the config and the bytes of its input files (manifests, labels,
-    dictionary): a checkpoint is resumed only under the same fingerprint. The
-    audio is not hashed: labels are computed from it, so new audio means new labels."""
-    h = hashlib.sha256(config_text.encode("utf-8"))
-    for path in inputs:
-        h.update(b"\0" + Path(path).name.encode("utf-8") + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+SET_ASIDE = "set_aside"  # beside the save directory: checkpoints that will not be continued
 
 
-def prepare_save_dir(save_dir: str | Path, fp: str, shown: str | None = None) -> tuple[int, str]:
-    """Decide between resuming and starting over; returns (update to resume from, why).
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (labels, manifests: what a checkpoint was trained on)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
-    A checkpoint is resumed only when the fingerprint stored beside it equals
-    ``fp``; otherwise the directory is emptied (checkpoints of another config
-    or other labels must not be continued). The training log is cut back to the
-    checkpoint, since fairseq redoes the updates logged after it. Messages name
-    the directory as ``shown`` (default: as given).
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"section.key": "value"}`` of a nested config (values as strings, for run.json and messages)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+def _half(config: dict[str, str]) -> bool:
+    return config.get("common.fp16") == "true" or config.get("common.bf16") == "true"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What :func:`prepare_save_dir` decided: the update training continues from (0 =
+    start), why, and fairseq overrides this launch needs to continue."""
+
+    update: int
+    why: str
+    overrides: tuple[str, ...] = ()
+
+
+def set_aside(save_dir: Path, reason: str) -> Path:
+    """Move ``save_dir`` to ``set_aside/NNN-<reason>/`` beside it, with the reason in
+    REASON.txt: checkpoints are never deleted, only moved out of fairseq's way."""
+    parent = save_dir.parent / SET_ASIDE
+    parent.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", reason.lower()).strip("-")[:60]
+    dest = parent / f"{len(list(parent.iterdir())) + 1:03d}-{slug}"
+    shutil.move(str(save_dir), dest)
+    (dest / "REASON.txt").write_text(reason + "\n", encoding="utf-8")
+    return dest
+
+
+def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dict[str, Any],
+                     shown: str | None = None) -> Resume:
+    """Continue from ``checkpoint_last.pt`` unless the checkpoints became meaningless.
+
+    ``identity`` holds what makes a checkpoint belong to this run (the caller's
+    choice: for pretraining the model's shape, the label set and the bytes of
+    the data); when it differs from the one stored beside the checkpoints in
+    run.json, they are set aside (:func:`set_aside`) and training starts over.
+    Any other change (max_update, GPUs, workers, precision, logging, ...)
+    continues from the checkpoint and is listed in the message; switching
+    between fp32 and fp16/bf16 changes fairseq's optimizer wrapper, so the
+    optimizer state is reset (checkpoint.reset_optimizer). The training log is
+    cut back to the checkpoint, since fairseq redoes the updates logged after
+    it. Messages name the directory as ``shown`` (default: as given).
     """
     save_dir = Path(save_dir)
     shown = shown or str(save_dir)
     run_file, last = save_dir / RUN_FILE, save_dir / LAST
-    stored = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint") if run_file.is_file() else None
-    resume, why = 0, "no checkpoint: starting from update 0"
-    if stored is not None and stored != fp:
-        why = (f"the config or its inputs changed since the checkpoints in {shown} were written "
-               f"(fingerprint {stored[:12]} -> {fp[:12]}): starting over from update 0")
-    elif stored is not None and last.is_file():
+    stored = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    now = flatten(config)
+    resume, why, problem = 0, "no checkpoint: starting from update 0", None
+    if last.is_file() and "identity" not in stored:
+        problem = f"{shown} holds checkpoints whose run.json does not say what they were trained on"
+    elif last.is_file() and stored["identity"] != identity:
+        changed = sorted(k for k in set(identity) | set(stored["identity"])
+                         if identity.get(k) != stored["identity"].get(k))
+        problem = f"what the checkpoints in {shown} were trained on changed: {', '.join(changed)}"
+    elif last.is_file():
         try:
             resume = checkpoint_updates(last)
-            why = f"resuming from {shown}/{LAST} at update {resume} (same config and inputs)"
         except Exception as exc:  # a checkpoint cut short while being copied
-            why = f"{shown}/{LAST} cannot be read ({exc}): starting over from update 0"
-    kept = [r for r in read_log(save_dir) if r.step <= resume]
-    if resume and not kept:
-        resume, why = 0, f"{shown}/{LOG_FILE} is missing, so the curves could not be complete: starting over"
-    if resume == 0 and save_dir.exists():
-        shutil.rmtree(save_dir)
-        kept = []
+            problem = f"{shown}/{LAST} cannot be read ({exc})"
+        if resume and not [r for r in read_log(save_dir) if r.step <= resume]:
+            resume, problem = 0, f"{shown}/{LOG_FILE} is missing, so the curves could not be complete"
+    overrides: tuple[str, ...] = ()
+    if problem:
+        resume = 0
+        why = f"{problem}: set aside in {set_aside(save_dir, problem)}; starting from update 0"
+    elif resume:
+        before = stored.get("config", {})
+        changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if k in before and before[k] != v]
+        why = f"resuming from {shown}/{LAST} at update {resume}"
+        why += f" (changed since: {'; '.join(changed)})" if changed else " (same config and inputs)"
+        if before and _half(before) != _half(now):
+            # FairseqAdam vs FP16Optimizer: fairseq refuses the stored optimizer state
+            overrides = ("checkpoint.reset_optimizer=true",)
+            why += "; precision moved between fp32 and fp16/bf16: the optimizer state starts afresh"
+    kept = [r for r in read_log(save_dir) if r.step <= resume] if resume else []
     save_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"fingerprint": fp}, indent=2) + "\n", encoding="utf-8")
+    run_file.write_text(json.dumps({"identity": identity, "config": now}, indent=2, sort_keys=True) + "\n",
+                        encoding="utf-8")
     (save_dir / LOG_FILE).write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
-    return resume, why
+    return Resume(resume, why, overrides)
 
 
 # ---------------------------------------------------------------- log records
@@ -232,8 +286,9 @@ class Run:
 
     root: the directory fairseq runs in (the repository root); config_dir,
     config_name: the config file, relative to root; save_dir: fairseq's
-    checkpoint.save_dir, relative to root; fp: the resume fingerprint;
-    max_update: the last update; live_dir: DVCLive's folder; plot_values: what a
+    checkpoint.save_dir, relative to root; config: the fairseq config as written;
+    identity: what the checkpoints must have been trained on to be continued
+    (:func:`prepare_save_dir`); max_update: the last update; live_dir: DVCLive's folder; plot_values: what a
     record plots; audio_per_update_s(stats): audio seconds one update trained on
     (averaged over a train_inner record's interval); on_record(record, line,
     first): called for every record as it arrives, ``first`` true for the first
@@ -245,7 +300,8 @@ class Run:
     config_dir: str
     config_name: str
     save_dir: str
-    fp: str
+    config: dict[str, Any]
+    identity: dict[str, str]
     max_update: int
     live_dir: str | Path
     plot_values: PlotValues
@@ -261,9 +317,10 @@ class RunResult:
     process_s: float
 
 
-def train_command(config_dir: str, config_name: str) -> list[str]:
+def train_command(config_dir: str, config_name: str, overrides: Iterable[str] = ()) -> list[str]:
     """fairseq-hydra-train with the interpreter running us (the same venv)."""
-    return [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", config_dir, "--config-name", config_name]
+    return [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", config_dir, "--config-name", config_name,
+            *overrides]
 
 
 def launch(run: Run) -> RunResult:
@@ -272,12 +329,13 @@ def launch(run: Run) -> RunResult:
     The DVCLive directory is rebuilt from the kept log first, so a resumed run's
     plots start at update 1. Raises TrainingError when fairseq exits with an
     error (its last checkpoint is kept for the next run to resume) and whatever
-    ``run.on_record`` raises, after stopping fairseq (emptying the save
-    directory for :class:`RunRejected`).
+    ``run.on_record`` raises, after stopping fairseq (setting the save
+    directory aside for :class:`RunRejected`).
     """
     save_path = run.root / run.save_dir
-    resume, why = prepare_save_dir(save_path, run.fp, shown=run.save_dir)
-    print(f"{run.name}: {why}")
+    decision = prepare_save_dir(save_path, run.identity, run.config, shown=run.save_dir)
+    resume = decision.update
+    print(f"{run.name}: {decision.why}")
     records = read_log(save_path)
     plots = LivePlots(run.live_dir, run.plot_values)
     try:
@@ -287,14 +345,15 @@ def launch(run: Run) -> RunResult:
             print(f"{run.name}: {run.save_dir}/{LAST} already has {resume} of {run.max_update} updates: "
                  "nothing to train")
             return RunResult(records, resume, 0.0)
-        return _stream(run, records, plots, resume)
+        return _stream(run, records, plots, resume, decision.overrides)
     finally:
         plots.close()
 
 
-def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> RunResult:
+def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int,
+            overrides: tuple[str, ...]) -> RunResult:
     save_path = run.root / run.save_dir
-    cmd = train_command(run.config_dir, run.config_name)
+    cmd = train_command(run.config_dir, run.config_name, overrides)
     print(f"{run.name}: " + " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # records must arrive when logged: we time them
     start = time.monotonic()
@@ -332,9 +391,9 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
                 records.append(record)
                 plots.log(record)
         code = proc.wait()
-    except RunRejected:
+    except RunRejected as exc:
         _stop(proc)
-        shutil.rmtree(save_path)  # nothing of this run may be resumed
+        print(f"{run.name}: set aside in {set_aside(save_path, f'rejected: {exc}')}")  # never resumed, kept
         raise
     except BaseException:
         _stop(proc)

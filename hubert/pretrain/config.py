@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hubert.fairseq.formats import KM, dict_file, label_file, read_label_lines
-from hubert.fairseq.launcher import NEVER_EPOCHS, hydra_block
+from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
 from hubert.labels.quality import chance_bits, entropy_bits
 from hubert.pretrain.params import BatchParams, HardwareParams, PretrainParams
@@ -56,6 +56,26 @@ def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) 
     return LabelSet(label_rate=float(label_rate), units=int(units),
                     units_in_labels=int(used[-1]) + 1 if len(used) else 0,
                     prior_entropy_bits=entropy_bits(counts))
+
+
+# model keys that shape the parameters: a checkpoint of another shape cannot be continued
+SHAPE_KEYS = ("conv_feature_layers", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
+              "encoder_attention_heads", "final_dim", "conv_pos", "conv_pos_groups", "extractor_mode",
+              "untie_final_proj")
+# task keys that say what the labels are
+LABEL_KEYS = ("labels", "label_rate", "sample_rate", "normalize")
+
+
+def run_identity(config: dict[str, Any], inputs: list[Path]) -> dict[str, str]:
+    """What a checkpoint must have been trained on to be continued by this config: the
+    model's shape, the label set and the bytes of the manifests, labels and dictionary
+    (not their paths: a clone elsewhere continues the same run). Everything else
+    (max_update, GPUs, precision, workers, logging, learning rate, ...) may change
+    between a checkpoint and its continuation."""
+    identity = {f"model.{k}": str(config["model"][k]) for k in SHAPE_KEYS}
+    identity |= {f"task.{k}": str(config["task"][k]) for k in LABEL_KEYS}
+    identity |= {f"file {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in inputs}
+    return identity
 
 
 def input_files(manifests: str | Path, labels: str | Path) -> list[Path]:

@@ -185,9 +185,10 @@ def iteration_params(section: dict[str, Any], iteration: str) -> PretrainParams:
     """Build the params of ``iteration`` from the ``pretrain`` section.
 
     The shared blocks (model, loss, optimization, ...) hold the settings of both
-    iterations; ``pretrain.<iteration>`` may override any of their keys, e.g.
-    ``iter2: {hardware: {precision: bf16}}``. An override naming a key that the
-    shared blocks lack is an error (a typo must not be ignored).
+    iterations; ``pretrain.<iteration>`` mirrors their keys, and a non-null value
+    overrides the shared one for that iteration, e.g. ``iter2: {hardware:
+    {precision: bf16}}``. An override naming a key that the shared blocks lack is
+    an error (a typo must not be ignored).
     """
     if iteration not in ITERATIONS:
         raise ValueError(f"unknown iteration {iteration!r}: use one of {', '.join(ITERATIONS)}")
@@ -202,6 +203,8 @@ def _merge(base: dict, override: dict, where: str, base_where: str) -> dict:
         if key not in base:
             raise ValueError(f"{where}.{key}: {base_where} has no key {key!r} to override "
                              f"(keys: {', '.join(sorted(base))})")
+        if value is None:
+            continue  # not overridden
         if isinstance(value, dict) and isinstance(base[key], dict):
             out[key] = _merge(base[key], value, f"{where}.{key}", f"{base_where}.{key}")
         else:

@@ -9,7 +9,9 @@ top to bottom:
 2. :func:`hubert.pretrain.config.fairseq_config` turns the params and the label
    set into one complete fairseq-hydra-train config, written to
    ``out/fairseq_config.yaml``.
-3. :func:`hubert.fairseq.launcher.launch` resumes or starts fairseq, streams its
+3. :func:`hubert.fairseq.launcher.launch` continues the run from its last
+   checkpoint unless what it was trained on changed
+   (:func:`hubert.pretrain.config.run_identity`), starts fairseq, streams its
    log to ``train_log.jsonl`` and DVCLive, and stops the run at the first
    record whose masked loss is not at the chance level of the labels
    (:func:`hubert.pretrain.metrics.record_check`).
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from hubert.fairseq.checkpoint import export_checkpoint
 from hubert.fairseq.formats import dict_file
-from hubert.fairseq.launcher import LAST, Run, config_yaml, fingerprint, launch, plugin_dir, portable_path
+from hubert.fairseq.launcher import LAST, Run, config_yaml, launch, plugin_dir, portable_path
 from hubert.pretrain.config import (
     CONFIG_NAME,
     config_header,
@@ -32,6 +34,7 @@ from hubert.pretrain.config import (
     fairseq_config,
     input_files,
     read_label_set,
+    run_identity,
 )
 from hubert.pretrain.metrics import audio_per_update_s, final_metrics, plot_values, record_check
 from hubert.pretrain.params import CONV_HOP, PretrainParams, check_devices
@@ -66,7 +69,8 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
     frame_s = CONV_HOP / sample_rate
     result = launch(Run(
         root=root, config_dir=rel_out, config_name=CONFIG_NAME, save_dir=save_dir,
-        fp=fingerprint(text, input_files(manifests, labels)), max_update=p.optimization.max_update,
+        config=config, identity=run_identity(config, input_files(manifests, labels)),
+        max_update=p.optimization.max_update,
         live_dir=live_dir,
         plot_values=lambda record, previous: plot_values(record, previous, label_set.chance_bits),
         audio_per_update_s=lambda stats: audio_per_update_s(stats, frame_s),
