@@ -1,5 +1,5 @@
 # Two entry points, both self-bootstrapping on a fresh machine:
-#   make repro [PROFILE=tiny|demo|base]   create .venv if missing, install, run the pipeline
+#   make repro [PROFILE=tiny|demo|base] [OVERRIDES='key=value ...']   create .venv if missing, install, run the pipeline
 #   make test                             same bootstrap, then the linter and the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -28,9 +28,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Compose params.yaml from params/ for PROFILE (what `dvc exp run -S profile=...` does).
+# Compose params.yaml from params/ for PROFILE (what `dvc exp run -S profile=...` does),
+# plus any Hydra overrides in OVERRIDES (what further -S flags do).
+OVERRIDES ?=
 params: install
-	$(BIN)/python -m stages.compose_params profile=$(PROFILE)
+	$(BIN)/python -m stages.compose_params profile=$(PROFILE) $(OVERRIDES)
 
 repro: params
 	$(BIN)/dvc repro

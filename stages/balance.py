@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hubert.balance.metrics import balance_metrics
-from hubert.balance.splits import BalanceConfig, balance_corpus, write_manifests
+from hubert.balance.splits import BalanceConfig, balance_corpus, speaker_warning, write_manifests
 from hubert.corpus.records import read_manifest
 from hubert.params import from_dict, load_section
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = from_dict(BalanceConfig, load_section(args.params, "balance"), "balance")
     sample_rate = int(load_section(args.params, "corpus")["sample_rate"])
-    splits, pretrain = balance_corpus(read_manifest(args.corpus / "manifest.jsonl"), cfg, sample_rate)
+    utts = read_manifest(args.corpus / "manifest.jsonl")
+    warning = speaker_warning(utts, cfg)
+    if warning:
+        print(warning, file=sys.stderr)
+    splits, pretrain = balance_corpus(utts, cfg, sample_rate)
     write_manifests(args.out, args.corpus.as_posix(), splits, pretrain)
     metrics = balance_metrics(splits, pretrain, cfg.alpha, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)

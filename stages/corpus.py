@@ -2,7 +2,8 @@
 
     python stages/corpus.py --params params.yaml --out data/corpus --metrics metrics/corpus.json
 
-Writes out/audio/**.wav (16 kHz mono), out/manifest.jsonl, out/rejected.jsonl.
+Writes out/audio/**.wav (16 kHz mono), out/manifest.jsonl, out/rejected.jsonl,
+out/alignment_problems.jsonl.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from hubert.corpus.build import CorpusParams, check_usable, clipping_warning, corpus_metrics, make_corpus
+from hubert.corpus.build import (
+    CorpusParams,
+    alignment_warning,
+    check_usable,
+    clipping_warning,
+    corpus_metrics,
+    make_corpus,
+)
 from hubert.params import from_dict, load_section
 
 
@@ -24,17 +32,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     p = from_dict(CorpusParams, load_section(args.params, "corpus"), "corpus")
-    kept, rejected = make_corpus(p, args.out)
-    metrics = corpus_metrics(kept, rejected, p.sample_rate)
+    built = make_corpus(p, args.out)
+    kept, rejected = built.kept, built.rejected
+    metrics = corpus_metrics(kept, rejected, p.sample_rate, len(built.alignment_problems))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     if rejected:
         print(f"rejected {len(rejected)} utterance(s); reasons and fixes in {args.out / 'rejected.jsonl'}",
               file=sys.stderr)
     check_usable(kept, rejected, args.out / "rejected.jsonl")
-    warning = clipping_warning(kept, args.out / "manifest.jsonl")
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (clipping_warning(kept, args.out / "manifest.jsonl"), alignment_warning(built, args.out)):
+        if warning:
+            print(warning, file=sys.stderr)
     print(f"corpus: {metrics['utterances']['total']} utterances, {metrics['hours']['total']:.3f} h -> {args.out}")
     return metrics
 

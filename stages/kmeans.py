@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = make_labels(cfg, args.features, args.manifests, args.corpus, args.out, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"kmeans {args.iteration}: label_rate {metrics['label_rate']:g} Hz, PNMI {metrics.get('pnmi')} "
-          f"(shuffled {metrics.get('pnmi_shuffled')}), H(z) {metrics['label_prior_entropy_bits']} bits "
-          f"-> {args.out}, {args.metrics}")
+    quality = (f"PNMI {metrics['pnmi']} (shuffled {metrics['pnmi_shuffled']})" if "pnmi" in metrics else
+               f"no alignments: PNMI and purities absent ({metrics['utterances']['without_alignment']} utterances "
+               "without phones; import alignments with corpus.imports[].alignments)")
+    print(f"kmeans {args.iteration}: label_rate {metrics['label_rate']:g} Hz, {quality}, "
+          f"H(z) {metrics['label_prior_entropy_bits']} bits -> {args.out}, {args.metrics}")
     return metrics
 
 

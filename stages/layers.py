@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = sweep_layers(it, sweep, args.checkpoint, args.manifests, args.corpus, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    if "best_layer" not in metrics:
+        print(f"layers: no phone alignments among {metrics['utterances']} utterances: no scores -> {args.metrics}")
+        return metrics
     for layer in range(1, metrics["n_layers"] + 1):
         key = f"layer_{layer}"
         print(f"layers: layer {layer}: PNMI {metrics['pnmi'][key]} (shuffled {metrics['pnmi_shuffled'][key]}), "

@@ -30,7 +30,13 @@ from hubert.corpus.build import (
     corpus_metrics,
 )
 from hubert.corpus.espeak import Espeak, EspeakError
-from hubert.corpus.importers import aishell_candidates, import_candidates, librispeech_candidates, manifest_candidates
+from hubert.corpus.importers import (
+    aishell_candidates,
+    import_candidates,
+    import_spec,
+    librispeech_candidates,
+    manifest_candidates,
+)
 from hubert.corpus.records import Rejection, Utterance, read_manifest, write_jsonl
 from hubert.corpus.synthetic import (
     PEAK_LIMIT,
@@ -156,7 +162,7 @@ def test_multichannel_and_wrong_rate_are_fixed_and_kept(mixed_batch, tmp_path):
 
 
 # ---------------------------------------------------------------- generic manifest importer
-def test_generic_tsv_defaults_id_and_speaker(tmp_path, make_wav):
+def test_generic_tsv_defaults_id_and_marks_the_speaker_unknown(tmp_path, make_wav):
     root = tmp_path / "m"
     make_wav(root / "clips" / "a1.wav")
     make_wav(root / "clips" / "b2.wav")
@@ -166,7 +172,8 @@ def test_generic_tsv_defaults_id_and_speaker(tmp_path, make_wav):
     kept, rejected = build(manifest_candidates(manifest), tmp_path / "out")
     assert not rejected
     assert [(u.id, u.speaker, u.lang, u.text) for u in kept] == [
-        ("a1", "a1", "en", "good morning"), ("b2", "b2", "zh", "早上好")]
+        ("a1", "", "en", "good morning"), ("b2", "", "zh", "早上好")]
+    assert kept[0].path == "audio/en/unknown_speaker/a1.wav"  # a folder of its own, not "audio/en//"
 
 
 def test_generic_jsonl(tmp_path, make_wav):
@@ -325,7 +332,7 @@ def aishell_root(tmp_path, make_wav):
 
 def test_aishell_importer(aishell_root, tmp_path):
     out = tmp_path / "out"
-    kept, rejected = build(import_candidates({"format": "aishell", "root": str(aishell_root)}), out)
+    kept, rejected = build(import_candidates(import_spec({"format": "aishell", "root": str(aishell_root)})), out)
     assert [(u.id, u.lang, u.speaker, u.text, u.num_samples) for u in kept] == [
         ("BAC009S0724W0121", "zh", "aiS0724", "甚至出现交易几乎停滞的情况", 14400),
         ("BAC009S0002W0122", "zh", "aiS0002", "而对楼市成交抑制作用最大的限购", RATE),
@@ -349,11 +356,13 @@ def test_aishell_missing_transcript_file(aishell_root):
 @pytest.mark.parametrize("spec, message", [
     ({"format": "timit", "root": "/x"}, "format must be one of"),
     ({"format": "librispeech"}, "root is required"),
-    ({"format": "librispeech", "root": "/x", "split": "train"}, "unknown key"),
+    ({"format": "librispeech", "root": "/x", "splits": "train"}, "unknown key"),
+    ({"format": "librispeech", "root": "/x", "split": "dev"}, "split 'dev' is not one of"),
+    ({"format": "aishell", "root": "/x", "split": {"dev": "validation"}}, "split 'validation' is not one of"),
 ])
 def test_import_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
-        import_candidates(spec)
+        import_spec(spec)
 
 
 # ---------------------------------------------------------------- synthetic corpus

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubert.corpus.records import Utterance
+from hubert.corpus.records import SPLIT_NAMES, Utterance
 from hubert.fairseq.formats import write_lines, write_tsv
 
 SPLITS = ("train", "valid", "test", "finetune")
@@ -17,9 +17,16 @@ SPLITS = ("train", "valid", "test", "finetune")
 
 @dataclass(frozen=True)
 class BalanceConfig:
+    """The ``balance`` section: voices held out per language for valid and test (where a
+    corpus brings no split of its own), the fraction of utterances held out instead
+    when a corpus names no speakers, the fine-tuning fraction of train, and the
+    temperature of language balancing."""
+
     seed: int = 0
     valid_speakers: int = 2
     test_speakers: int = 2
+    valid_fraction_without_speakers: float = 0.05
+    test_fraction_without_speakers: float = 0.05
     finetune_fraction: float = 0.25
     alpha: float = 0.5
 
@@ -28,6 +35,10 @@ class BalanceConfig:
             raise ValueError(f"balance.alpha={self.alpha} must be in [0, 1] (1 natural, 0 uniform)")
         if not 0.0 < self.finetune_fraction <= 1.0:
             raise ValueError(f"balance.finetune_fraction={self.finetune_fraction} must be in (0, 1]")
+        held_out = self.valid_fraction_without_speakers + self.test_fraction_without_speakers
+        if min(self.valid_fraction_without_speakers, self.test_fraction_without_speakers) < 0 or held_out >= 1:
+            raise ValueError("balance.valid_fraction_without_speakers and test_fraction_without_speakers must be "
+                             f">= 0 and leave utterances for train (they sum to {held_out})")
 
 
 def _lang_seed(seed: int, lang: str, salt: int) -> int:
@@ -35,28 +46,67 @@ def _lang_seed(seed: int, lang: str, salt: int) -> int:
 
 
 def split_by_speaker(utts: list[Utterance], cfg: BalanceConfig) -> dict[str, list[Utterance]]:
-    """train / valid / test with no speaker in two splits, per language, plus finetune ⊂ train."""
+    """train / valid / test per language, plus finetune within train.
+
+    An utterance whose corpus names its split (``Utterance.split``: LibriSpeech's
+    dev-clean imported as valid, ...) stays there. The rest are held out by voice:
+    ``valid_speakers`` and ``test_speakers`` speakers per language, for each of
+    valid and test that the language's corpora do not bring themselves, so that no
+    speaker is in two splits; utterances without a speaker ("") are held out by
+    ``*_fraction_without_speakers`` of them instead. Each split keeps the corpus's
+    order.
+    """
     by_lang: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         by_lang[u.lang].append(u)
     splits: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
     for lang in sorted(by_lang):
-        speakers = sorted({u.speaker for u in by_lang[lang]})
-        need = cfg.valid_speakers + cfg.test_speakers + 1
-        if len(speakers) < need:
-            raise ValueError(f"{lang} has {len(speakers)} speakers but balance.valid_speakers + test_speakers + 1 "
-                             f"= {need} are needed; add speakers or lower balance.valid_speakers/test_speakers")
-        random.Random(_lang_seed(cfg.seed, lang, 1)).shuffle(speakers)
-        test = set(speakers[: cfg.test_speakers])
-        valid = set(speakers[cfg.test_speakers: cfg.test_speakers + cfg.valid_speakers])
-        train = [u for u in by_lang[lang] if u.speaker not in test | valid]
-        splits["test"] += [u for u in by_lang[lang] if u.speaker in test]
-        splits["valid"] += [u for u in by_lang[lang] if u.speaker in valid]
-        splits["train"] += train
-        k = max(1, round(cfg.finetune_fraction * len(train)))
-        chosen = set(random.Random(_lang_seed(cfg.seed, lang, 2)).sample(range(len(train)), k))
-        splits["finetune"] += [u for i, u in enumerate(train) if i in chosen]
+        group = by_lang[lang]
+        where = [u.split for u in group]  # None: not decided yet
+        n_valid = 0 if "valid" in where else cfg.valid_speakers
+        n_test = 0 if "test" in where else cfg.test_speakers
+        speakers = sorted({u.speaker for u, w in zip(group, where) if w is None and u.speaker})
+        if speakers and n_valid + n_test:
+            need = n_valid + n_test + 1
+            if len(speakers) < need:
+                raise ValueError(f"{lang} has {len(speakers)} speakers but balance.valid_speakers + test_speakers "
+                                 f"+ 1 = {need} are needed; add speakers, lower balance.valid_speakers/test_speakers"
+                                 ", or import the corpus's own valid and test splits (corpus.imports[].split)")
+            random.Random(_lang_seed(cfg.seed, lang, 1)).shuffle(speakers)
+            held = {spk: "test" for spk in speakers[:n_test]} | {
+                spk: "valid" for spk in speakers[n_test: n_test + n_valid]}
+            where = [held.get(u.speaker, "train") if w is None and u.speaker else w for u, w in zip(group, where)]
+        anonymous = [i for i, (u, w) in enumerate(zip(group, where)) if w is None]
+        random.Random(_lang_seed(cfg.seed, lang, 4)).shuffle(anonymous)
+        n_test_anon = round(cfg.test_fraction_without_speakers * len(anonymous)) if n_test else 0
+        n_valid_anon = round(cfg.valid_fraction_without_speakers * len(anonymous)) if n_valid else 0
+        for rank, i in enumerate(anonymous):
+            where[i] = "test" if rank < n_test_anon else "valid" if rank < n_test_anon + n_valid_anon else "train"
+        for name in SPLIT_NAMES:
+            splits[name] += [u for u, w in zip(group, where) if w == name]
+        train = [u for u, w in zip(group, where) if w == "train"]
+        if train:
+            k = max(1, round(cfg.finetune_fraction * len(train)))
+            chosen = set(random.Random(_lang_seed(cfg.seed, lang, 2)).sample(range(len(train)), k))
+            splits["finetune"] += [u for i, u in enumerate(train) if i in chosen]
     return splits
+
+
+def speaker_warning(utts: list[Utterance], cfg: BalanceConfig) -> str | None:
+    """A warning when some utterances name no speaker (a manifest without a speaker column):
+    their valid and test sets are drawn by utterance, so a voice can be in train and test."""
+    anonymous: dict[str, int] = defaultdict(int)
+    for u in utts:
+        if not u.speaker and u.split is None:
+            anonymous[u.lang] += 1
+    if not anonymous:
+        return None
+    counts = ", ".join(f"{lang}: {n}" for lang, n in sorted(anonymous.items()))
+    return (f"warning: utterances without a speaker ({counts}) are held out by utterance: "
+            f"{cfg.valid_fraction_without_speakers:g} to valid and {cfg.test_fraction_without_speakers:g} to test "
+            "(balance.valid_fraction_without_speakers, test_fraction_without_speakers), so the same voice can be in "
+            "train and test and the error rates flatter the model. Add a speaker column to the manifest, or import "
+            "the corpus's own splits (corpus.imports[].split).")
 
 
 def hours_by_lang(utts: list[Utterance], sample_rate: int) -> dict[str, float]:

@@ -3,6 +3,7 @@ to mono and resampled to the pipeline rate, or rejected with a reason."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,19 @@ def to_mono_16k(data: np.ndarray, rate: int, target_rate: int, source: str | Pat
 def load_mono(path: str | Path, target_rate: int, min_seconds: float = 0.0) -> np.ndarray:
     data, rate = read_audio(path)
     return to_mono_16k(data, rate, target_rate, path, min_seconds)
+
+
+def usable_in_place(path: str | Path, target_rate: int) -> bool:
+    """Whether a (valid) file can be referenced as it is: WAV or FLAC, mono, at the pipeline rate,
+    which fairseq and the feature stages read with soundfile."""
+    info = sf.info(str(path))
+    return info.samplerate == target_rate and info.channels == 1 and info.format in ("WAV", "FLAC")
+
+
+def file_md5(path: str | Path) -> str:
+    """md5 of a file's bytes: what the manifest records of audio it references in place."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubert.corpus.records import Candidate
+from hubert.corpus.alignments import Alignments
+from hubert.corpus.records import SPLIT_NAMES, Candidate
+from hubert.params import from_dict
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -54,7 +57,9 @@ def read_transcripts(path: Path) -> dict[str, tuple[str | None, str | None]]:
 
 def librispeech_candidates(root: str | Path) -> Iterator[Candidate]:
     """LibriSpeech layout: root/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac with
-    <speaker>-<chapter>.trans.txt ("ID WORDS ...") beside them. Language en."""
+    <speaker>-<chapter>.trans.txt ("ID WORDS ...") beside them, root being one
+    subset (dev-clean, ...) or a folder of subsets (root/<subset>/<speaker>/...).
+    Language en; the subset is the folder's name."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"LibriSpeech root {root} does not exist; set corpus.imports[].root")
@@ -64,14 +69,15 @@ def librispeech_candidates(root: str | Path) -> Iterator[Candidate]:
     for flac in sorted(root.rglob("*.flac")):
         text, error = texts.get(flac.stem, (None, None))
         parts = flac.relative_to(root).parts
-        speaker = parts[0] if len(parts) > 1 else "unknown"
+        subset = parts[0] if len(parts) >= 4 else root.name
+        speaker = parts[-3] if len(parts) >= 3 else "unknown"
         yield Candidate(id=flac.stem, lang="en", speaker=f"ls{speaker}", source=str(flac), text=text,
-                        text_error=error, path=flac, outside_root=not inside(flac, root))
+                        text_error=error, path=flac, outside_root=not inside(flac, root), subset=subset)
 
 
 def aishell_candidates(root: str | Path, transcript: str | Path) -> Iterator[Candidate]:
-    """AISHELL-1 layout: root/wav/<split>/<speaker>/<ID>.wav and a transcript file
-    ("ID 字 词 ...", spaces between words). Language zh."""
+    """AISHELL-1 layout: root/wav/<subset>/<speaker>/<ID>.wav (subsets train, dev, test)
+    and a transcript file ("ID 字 词 ...", spaces between words). Language zh."""
     root = Path(root)
     transcript = root / transcript
     if not root.is_dir():
@@ -82,13 +88,15 @@ def aishell_candidates(root: str | Path, transcript: str | Path) -> Iterator[Can
     for wav in sorted((root / "wav").rglob("*.wav")):
         text, error = texts.get(wav.stem, (None, None))
         yield Candidate(id=wav.stem, lang="zh", speaker=f"ai{wav.parent.name}", source=str(wav), text=text,
-                        text_error=error, path=wav, outside_root=not inside(wav, root))
+                        text_error=error, path=wav, outside_root=not inside(wav, root), subset=wav.parent.parent.name)
 
 
 def manifest_candidates(manifest: str | Path) -> Iterator[Candidate]:
-    """A generic manifest: TSV with a header (path, text, lang; optional id, speaker)
-    or JSONL with the same keys. Relative paths are relative to the manifest's folder,
-    which is the corpus root: paths that resolve outside it are rejected."""
+    """A generic manifest: TSV with a header (path, text, lang; optional id, speaker,
+    split) or JSONL with the same keys. Relative paths are relative to the manifest's
+    folder, which is the corpus root: paths that resolve outside it are rejected. A
+    missing speaker is "" (unknown: see balance.unknown_speaker_fraction); split is
+    the corpus's own name for the utterance's part (mapped like a subset)."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist; "
@@ -136,28 +144,73 @@ def manifest_candidates(manifest: str | Path) -> Iterator[Candidate]:
         path = (root / rel) if rel else root
         utt_id = str(row.get("id") or Path(rel).stem or f"{manifest.name}:{lineno}")
         text = row.get("text")
-        yield Candidate(id=utt_id, lang=str(row.get("lang", "")), speaker=str(row.get("speaker") or utt_id),
+        yield Candidate(id=utt_id, lang=str(row.get("lang", "")), speaker=str(row.get("speaker") or ""),
                         source=str(path), text=None if text in (None, "") else str(text), path=path,
-                        outside_root=not inside(path, root))
+                        outside_root=not inside(path, root), subset=str(row["split"]) if row.get("split") else None)
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """One ``corpus.imports`` entry.
+
+    format: librispeech | aishell | manifest; root: the corpus folder (a manifest:
+    the .tsv / .jsonl file); transcript: AISHELL's transcript file, relative to
+    root; alignments: a folder of Montreal Forced Aligner TextGrids (one per
+    utterance, named after it) or a CTM file, attached by utterance id;
+    alignment_tier: the TextGrid tier holding phones; split: the corpus's own
+    splits, either one split for the whole import (train | valid | test) or a
+    mapping from the corpus's subset names (LibriSpeech dev-clean, AISHELL dev, a
+    manifest's split column) to ours, e.g. {train: train, dev: valid, test: test};
+    unmapped utterances get the default speaker hold-out; copy: false references
+    16 kHz mono audio where it is instead of copying it into the corpus (audio
+    that must be converted is still written there).
+    """
+
+    format: str = ""
+    root: str = ""
+    transcript: str | None = None
+    alignments: str | None = None
+    alignment_tier: str = "phones"
+    split: str | dict | None = None
+    copy: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in IMPORTERS:
+            raise ValueError(f"corpus.imports entry {self}: format must be one of {sorted(IMPORTERS)}")
+        if not self.root:
+            raise ValueError(f"corpus.imports entry {self}: root is required")
+        names = [self.split] if isinstance(self.split, str) else list((self.split or {}).values())
+        bad = [n for n in names if n not in SPLIT_NAMES]
+        if bad:
+            raise ValueError(f"corpus.imports entry for {self.root}: split {bad[0]!r} is not one of {SPLIT_NAMES} "
+                             "(the fine-tuning subset is drawn from train)")
+
+    def split_of(self, subset: str | None) -> str | None:
+        if isinstance(self.split, str):
+            return self.split
+        if isinstance(self.split, dict):
+            return self.split.get(subset)
+        return None
 
 
 Importer = Callable[..., Iterator[Candidate]]
 IMPORTERS: dict[str, Importer] = {
-    "librispeech": lambda spec: librispeech_candidates(spec["root"]),
-    "aishell": lambda spec: aishell_candidates(spec["root"],
-                                               spec.get("transcript") or "transcript/aishell_transcript_v0.8.txt"),
-    "manifest": lambda spec: manifest_candidates(spec["root"]),
+    "librispeech": lambda spec: librispeech_candidates(spec.root),
+    "aishell": lambda spec: aishell_candidates(spec.root, spec.transcript or "transcript/aishell_transcript_v0.8.txt"),
+    "manifest": lambda spec: manifest_candidates(spec.root),
 }
 
 
-def import_candidates(spec: dict[str, Any]) -> Iterator[Candidate]:
-    """One corpus.imports entry: {format: librispeech|aishell|manifest, root: ..., transcript: ...}."""
-    unknown = sorted(set(spec) - {"format", "root", "transcript"})
-    if unknown:
-        raise ValueError(f"corpus.imports entry {spec}: unknown key(s) {unknown}; use format, root, transcript")
-    fmt = spec.get("format")
-    if fmt not in IMPORTERS:
-        raise ValueError(f"corpus.imports entry {spec}: format must be one of {sorted(IMPORTERS)}")
-    if not spec.get("root"):
-        raise ValueError(f"corpus.imports entry {spec}: root is required")
-    return IMPORTERS[fmt](spec)
+def import_spec(entry: dict[str, Any]) -> ImportSpec:
+    """A ``corpus.imports`` entry, strictly parsed (an unknown key is a typo, not ignored)."""
+    return from_dict(ImportSpec, dict(entry), "corpus.imports[]")
+
+
+def import_candidates(spec: ImportSpec, alignments: Alignments | None = None) -> Iterator[Candidate]:
+    """The candidates of one import, with their split, copy mode and alignment (by id)."""
+    for c in IMPORTERS[spec.format](spec):
+        c.split = spec.split_of(c.subset)
+        c.copy = spec.copy
+        if alignments is not None and c.id in alignments.by_id:
+            c.alignment, c.alignment_source = alignments.by_id[c.id], alignments.source[c.id]
+        yield c

@@ -11,11 +11,19 @@ from typing import Any
 
 import numpy as np
 
+SPLIT_NAMES = ("train", "valid", "test")
+# fields written only when set, so that manifests of corpora that do not use them keep their bytes
+OPTIONAL_FIELDS = ("split", "audio_md5")
+
 
 @dataclass(frozen=True)
 class Utterance:
-    """One manifest.jsonl line. ``path`` is relative to the corpus directory;
-    ``alignment`` is [[phone, start_s, end_s], ...] or None when unknown."""
+    """One manifest.jsonl line. ``path`` is relative to the corpus directory, or
+    absolute for audio referenced in place (then ``audio_md5`` is the md5 of its
+    bytes, so that the manifest changes when the audio does); ``alignment`` is
+    [[phone, start_s, end_s], ...] or None when unknown; ``split`` is the
+    corpus's own split (train, valid, test) or None for the default hold-out;
+    ``speaker`` is "" when the source does not say."""
 
     id: str
     lang: str
@@ -26,9 +34,11 @@ class Utterance:
     voice: str | None = None
     alignment: list[list] | None = None
     clipped_samples: int = 0  # samples at 16-bit full scale (clipping in the source or the synthesiser)
+    split: str | None = None
+    audio_md5: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Utterance:
@@ -49,7 +59,12 @@ class Rejection:
 @dataclass
 class Candidate:
     """An utterance before validation. Audio comes either from ``path`` (read
-    lazily) or in memory (``waveform`` at ``sample_rate``, synthetic corpus)."""
+    lazily) or in memory (``waveform`` at ``sample_rate``, synthetic corpus).
+    ``phones`` are espeak's (name, start) events; ``alignment`` is an imported
+    alignment's (phone, start, end) intervals from ``alignment_source``;
+    ``subset`` is the corpus's own name for the part the utterance is in
+    (LibriSpeech's dev-clean, AISHELL's dev), ``split`` ours (train, valid,
+    test); ``copy`` False references 16 kHz mono audio in place."""
 
     id: str
     lang: str
@@ -63,6 +78,11 @@ class Candidate:
     phones: list[tuple[str, float]] | None = None
     voice: str | None = None
     outside_root: bool = False
+    alignment: list[tuple[str, float, float]] | None = None
+    alignment_source: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    copy: bool = True
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

@@ -86,8 +86,9 @@ def _groups(sizes: list[int], limit: int) -> list[tuple[int, int]]:
 
 
 def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir: str | Path,
-               extractor: Extractor, sample_rate: int, group_samples: int, progress: bool = True) -> list[int]:
-    """Write ``{split}_{rank}_{nshard}.npy`` (float32 (frames, dim)) and ``.len``; return frames per line.
+               extractor: Extractor, sample_rate: int, group_samples: int, progress: bool = True,
+               dtype: str = "float32") -> list[int]:
+    """Write ``{split}_{rank}_{nshard}.npy`` ((frames, dim) of ``dtype``) and ``.len``; return frames per line.
 
     The .npy is preallocated from the manifest's num_samples (each utterance's
     frame count is known in advance), so no shard is held in memory and a
@@ -104,7 +105,7 @@ def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir
                          f"(e.g. {short[0]}); raise corpus.min_seconds")
     npy, lens = shard_paths(out_dir, split, rank, nshard)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    feats = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(sum(expected), extractor.dim))
+    feats = np.lib.format.open_memmap(npy, mode="w+", dtype=np.dtype(dtype), shape=(sum(expected), extractor.dim))
     offset = 0
     with tqdm(total=len(rows), desc=f"{split} {rank}/{nshard}", unit="utt", position=rank,
               disable=not progress) as bar:
@@ -144,7 +145,7 @@ def dump_split(manifest: str | Path, split: str, out_dir: str | Path, cfg: Featu
     try:
         results = Parallel(n_jobs=jobs, backend="threading")(
             delayed(dump_shard)(manifest, split, rank, cfg.nshard, out_dir, extractor, sample_rate,
-                                cfg.max_batch_samples, progress)
+                                cfg.max_batch_samples, progress, cfg.dtype)
             for rank in range(cfg.nshard))
     finally:
         torch.set_num_threads(previous)

@@ -64,7 +64,7 @@ def load_sample(feat_dir: str | Path, split: str, percent: float, seed: int) -> 
         offset = 0
         for n in lens:
             if line in chosen:
-                parts.append(np.asarray(feats[offset: offset + n]))
+                parts.append(np.asarray(feats[offset: offset + n], dtype=np.float32))
             offset += n
             line += 1
     return np.concatenate(parts, axis=0)

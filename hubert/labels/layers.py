@@ -102,7 +102,8 @@ def score(feat_dir: Path, columns: slice, fit_frames: int, lengths: list[int], m
     divisor of rate): the same labels decimated, so that label sets of different frame
     rates are compared at one rate (PNMI depends on the frame rate as well as on K).
     """
-    feats = np.concatenate([np.asarray(f[:, columns]) for f, _ in iter_shards(feat_dir, SPLIT)])  # (frames, dim)
+    feats = np.concatenate([np.asarray(f[:, columns], dtype=np.float32)
+                            for f, _ in iter_shards(feat_dir, SPLIT)])  # (frames, dim)
     model = fit_kmeans(feats[:fit_frames], cfg)
     units, _ = assign(model, feats)
     per_utt = np.split(units, np.cumsum(lengths)[:-1])
@@ -131,10 +132,16 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
 
     utts = draw(distinct_utterances(manifests, ("train", "valid")), sweep.max_utterances, sweep.seed)
     meta = lookup_utterances(corpus, [u.rel for u in utts], f"{manifests}/{{train,valid}}.tsv")
-    if all(m.alignment is None for m in meta):
-        raise ValueError(f"none of the {len(utts)} drawn utterances has a phone alignment in "
-                         f"{corpus}/manifest.jsonl; PNMI needs aligned speech (the synthetic corpus has it)")
     n_fit = sum(u.split == "train" for u in utts)
+    counts = {"n_layers": reader.n_layers, "n_clusters": it.kmeans.n_clusters, "label_rate": reader.frame_rate,
+              "utterances": len(utts), "aligned_utterances": sum(m.alignment is not None for m in meta),
+              "fit_utterances": n_fit}
+    if counts["aligned_utterances"] == 0:
+        # PNMI and purities need phones: without alignments there is nothing to rank the layers by
+        print(f"layers: no alignments: none of the {len(utts)} drawn utterances has phones in "
+              f"{corpus}/manifest.jsonl, so PNMI, purities and the best layer are absent (iteration 2 uses "
+              "labels.iter2.features.layer as set); import alignments (corpus.imports[].alignments) to rank them")
+        return counts
     if n_fit == 0:
         raise ValueError(f"the draw of {len(utts)} utterances holds no train utterance to fit k-means on; "
                          "raise labels.sweep.max_utterances")
@@ -175,12 +182,7 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
         "mfcc_at_layer_rate": baseline_at_layer_rate,
         "best_minus_mfcc": round(per_layer[best]["pnmi"] - baseline["pnmi"], 4),
         "best_minus_mfcc_at_layer_rate": round(per_layer[best]["pnmi"] - baseline_at_layer_rate["pnmi"], 4),
-        "n_layers": reader.n_layers,
-        "n_clusters": it.kmeans.n_clusters,
-        "label_rate": reader.frame_rate,
-        "utterances": len(utts),
-        "aligned_utterances": sum(m.alignment is not None for m in meta),
-        "fit_utterances": n_fit,
+        **counts,
         "frames": sum(lengths),
         "fit_frames": sum(lengths[:n_fit]),
     }

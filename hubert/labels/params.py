@@ -9,6 +9,7 @@ from hubert.params import from_dict
 
 KINDS = ("mfcc", "hubert")
 DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class FeatureConfig:
     Kaldi call (about 320000 = 20 s is fastest on a CPU: larger groups fall
     out of cache), HuBERT pads them into one forward where that is exact
     (:attr:`HubertFeatureReader.batchable`); 0 = one utterance per call.
-    splits: manifest splits to dump.
+    splits: manifest splits to dump. dtype: float32 | float16, how the .npy
+    shards store the features (float16 halves the disk of layer features; k-means
+    reads them back as float32).
     """
 
     kind: str = "mfcc"
@@ -35,6 +38,7 @@ class FeatureConfig:
     device: str = "cpu"
     max_batch_samples: int = 320_000
     splits: tuple = ("train", "valid")
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -55,6 +59,8 @@ class FeatureConfig:
             raise ValueError(f"features.max_batch_samples={self.max_batch_samples} must be >= 0")
         if not self.splits:
             raise ValueError("features.splits is empty; list the manifest splits to dump, e.g. [train, valid]")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"features.dtype={self.dtype!r} must be one of {DTYPES}")
 
 
 def feature_config(labels: dict, iteration: str) -> FeatureConfig:
