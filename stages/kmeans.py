@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = make_labels(cfg, args.features, args.manifests, args.corpus, args.out, sample_rate)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    quality = (f"PNMI {metrics['pnmi']} (shuffled {metrics['pnmi_shuffled']})" if "pnmi" in metrics else
+    quality = (f"on the valid voices: conditional PNMI {metrics['pnmi_conditional']} (shuffled "
+               f"{metrics['pnmi_conditional_shuffled']}), per language "
+               + ", ".join(f"{lang} {b['pnmi']}" for lang, b in metrics["per_language"].items() if "pnmi" in b)
+               + f", language-prefixed {metrics['pnmi_prefixed']}" if "pnmi_conditional" in metrics else
                f"no alignments: PNMI and purities absent ({metrics['utterances']['without_alignment']} utterances "
                "without phones; import alignments with corpus.imports[].alignments)")
     print(f"kmeans {args.iteration}: label_rate {metrics['label_rate']:g} Hz, {quality}, "

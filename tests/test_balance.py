@@ -64,29 +64,33 @@ def test_balance_config_validation(kwargs, message):
         BalanceConfig(**kwargs)
 
 
-def test_balanced_list_hits_target_proportions():
+def test_balanced_list_hits_target_proportions_without_dropping_anything():
     train = utts("en", 6, 10) + utts("zh", 2, 5)  # 60 x 2 s = 120 s en, 10 x 2 s = 20 s zh
     natural = shares(train)
     assert natural == pytest.approx({"en": 120 / 140, "zh": 20 / 140})
     for alpha in (0.0, 0.3, 0.5, 0.8):
         out = balanced_list(train, alpha, seed=0, sample_rate=RATE)
         target = temperature_probs(hours_by_lang(train, RATE), alpha)
-        one_utt = 2.0 / 140  # the resolution: whole utterances of 2 s out of 140 s
+        total = sum(hours_by_lang(out, RATE).values()) * 3600
         for lang, p in shares(out).items():
-            assert p == pytest.approx(target[lang], abs=one_utt)
-        # the total stays at the natural number of hours
-        assert sum(hours_by_lang(out, RATE).values()) == pytest.approx(140 / 3600, abs=2 * 2.0 / 3600)
+            assert p == pytest.approx(target[lang], abs=1.0 / total)  # half an utterance of 2 s
+        assert {u.id for u in out} == {u.id for u in train}  # every utterance, at least once
+        # en, the language temperature sampling favours least, is kept once: 120 s, and zh grows to its share
+        assert hours_by_lang(out, RATE)["en"] == pytest.approx(120 / 3600)
 
 
-def test_balanced_list_upsamples_whole_copies_and_downsamples_subsets():
+def test_balanced_list_upsamples_the_smaller_language_only():
     train = utts("en", 4, 15) + utts("zh", 2, 10)  # 120 s : 40 s = 3 : 1
-    out = balanced_list(train, 0.0, seed=0, sample_rate=RATE)  # uniform: 80 s each
+    out = balanced_list(train, 0.0, seed=0, sample_rate=RATE)  # uniform: 120 s each
     counts = Counter(u.id for u in out)
     zh = [u for u in train if u.lang == "zh"]
     en = [u for u in train if u.lang == "en"]
-    assert all(counts[u.id] == 2 for u in zh)  # 40 s -> 80 s: every zh utterance exactly twice
-    assert sum(counts[u.id] for u in en) == 40 and all(counts[u.id] <= 1 for u in en)  # 120 s -> 80 s: a subset
-    assert set(counts) <= {u.id for u in train}
+    assert all(counts[u.id] == 3 for u in zh)  # 40 s -> 120 s: every zh utterance exactly three times
+    assert all(counts[u.id] == 1 for u in en)  # nothing of en is dropped
+    assert set(counts) == {u.id for u in train}
+    half = balanced_list(utts("en", 4, 15) + utts("zh", 2, 8), 0.0, seed=0, sample_rate=RATE)  # 120 s : 32 s
+    zh_counts = Counter(u.id for u in half if u.lang == "zh")
+    assert sorted(set(zh_counts.values())) == [3, 4] and sum(zh_counts.values()) * 2 == 120  # 3 copies + 12 of 16
 
 
 def test_balanced_list_alpha_one_returns_the_same_list():
@@ -103,6 +107,7 @@ def test_balanced_list_is_deterministic_from_seed():
     others = [balanced_list(train, 0.5, seed=s, sample_rate=RATE) for s in (2, 3, 4)]
     assert any(o != a for o in others)
     assert all(Counter(u.lang for u in o) == Counter(u.lang for u in a) for o in others)  # same sizes, other picks
+    assert all({u.id for u in o} == {u.id for u in train} for o in [a, *others])
 
 
 # ---------------------------------------------------------------- speaker-disjoint splits

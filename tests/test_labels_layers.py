@@ -14,7 +14,7 @@ import yaml
 from hubert.fairseq.formats import read_tsv
 from hubert.labels.features import read_waveform
 from hubert.labels.hubert_layers import HubertFeatureReader
-from hubert.labels.layers import SCORES, Drawn, distinct_utterances, draw
+from hubert.labels.layers import SCORES, Drawn, chosen_layer, distinct_utterances, draw
 from hubert.labels.params import SweepConfig
 from hubert.params import from_dict
 from stages import layers as layers_stage
@@ -38,45 +38,65 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sweep(one_thread, ckpt, tiny_params, tiny_manifests, tiny_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("layers") / "layers_iter1.json"
+def sweep_run(one_thread, ckpt, tiny_params, tiny_manifests, tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("layers")
     returned = layers_stage.main(["--params", str(tiny_params), "--iteration", "iter2", "--checkpoint", str(ckpt),
                                   "--manifests", str(tiny_manifests), "--corpus", str(tiny_corpus),
-                                  "--metrics", str(out)])
-    metrics = json.loads(out.read_text())
+                                  "--metrics", str(out / "layers_iter1.json"), "--choice", str(out / "choice.json")])
+    metrics = json.loads((out / "layers_iter1.json").read_text())
     assert metrics == returned
-    return metrics
+    return metrics, json.loads((out / "choice.json").read_text())
 
 
-def test_every_layer_scored_and_best_is_the_argmax(sweep, tiny_params):
+@pytest.fixture(scope="module")
+def sweep(sweep_run):
+    return sweep_run[0]
+
+
+def test_every_layer_scored_over_seeds_and_best_is_the_argmax_of_the_mean(sweep, tiny_params):
     keys = {f"layer_{i}" for i in range(1, N_LAYERS + 1)}
-    for name in SCORES:
-        assert set(sweep[name]) == keys
-    pnmi = [sweep["pnmi"][f"layer_{i}"] for i in range(1, N_LAYERS + 1)]
+    for name in (*SCORES, "pnmi_en", "pnmi_zh", "pnmi_conditional_std"):
+        assert set(sweep[name]) == keys, name
+    pnmi = [sweep["pnmi_conditional"][f"layer_{i}"] for i in range(1, N_LAYERS + 1)]
     assert sweep["best_layer"] == int(np.argmax(pnmi)) + 1
-    assert sweep["best_pnmi"] == max(pnmi)
-    assert sweep["best_minus_mfcc"] == pytest.approx(max(pnmi) - sweep["mfcc"]["pnmi"], abs=2e-4)
+    assert sweep["best_pnmi"] == max(pnmi) and sweep["seeds"] == 3
+    spreads = [*sweep["pnmi_conditional_std"].values(), sweep["mfcc_at_layer_rate"]["pnmi_conditional_std"]]
+    assert sweep["seed_spread"] == max(spreads) and max(spreads) > 0  # three seeds, three different fits
+    mfcc = sweep["mfcc"]["pnmi_conditional"]
+    assert sweep["best_minus_mfcc"] == pytest.approx(max(pnmi) - mfcc, abs=2e-4)
     # the same MFCC labels, decimated to the layers' 50 Hz: a different (but close) score
     at50 = sweep["mfcc_at_layer_rate"]
     assert set(at50) == set(sweep["mfcc"]) and at50 != sweep["mfcc"]
-    assert abs(at50["pnmi"] - sweep["mfcc"]["pnmi"]) < 0.1
-    assert sweep["best_minus_mfcc_at_layer_rate"] == pytest.approx(max(pnmi) - at50["pnmi"], abs=2e-4)
+    assert abs(at50["pnmi_conditional"] - mfcc) < 0.1
+    assert sweep["best_minus_mfcc_at_layer_rate"] == pytest.approx(max(pnmi) - at50["pnmi_conditional"], abs=2e-4)
     assert not non_numeric_leaves(sweep)
     kmeans = yaml.safe_load(tiny_params.read_text())["labels"]["iter2"]["kmeans"]
     assert sweep["n_layers"] == N_LAYERS and sweep["n_clusters"] == kmeans["n_clusters"]
     assert sweep["label_rate"] == 50.0
-    for scores in [sweep["mfcc"], sweep["mfcc_at_layer_rate"]] + [{n: sweep[n][k] for n in SCORES} for k in keys]:
-        assert 0 <= scores["pnmi_shuffled"] < 1 and 0 < scores["pnmi"] < 1 and 0 < scores["phone_purity"] <= 1
+    for scores in [sweep["mfcc"], at50] + [{n: sweep[n][k] for n in SCORES} for k in keys]:
+        assert 0 <= scores["pnmi_conditional_shuffled"] < 1 and 0 < scores["pnmi_conditional"] < 1
+        assert 0 < scores["phone_purity"] <= 1
     # MFCC clusters phones far better than the layers of an untrained model
-    assert sweep["mfcc"]["pnmi"] > max(pnmi) and sweep["mfcc"]["pnmi"] > 3 * sweep["mfcc"]["pnmi_shuffled"]
+    assert mfcc > max(pnmi) and mfcc > 3 * sweep["mfcc"]["pnmi_conditional_shuffled"]
 
 
-def test_sweep_covers_the_distinct_train_and_valid_utterances(sweep, tiny_manifests):
+def test_the_choice_names_the_best_layer_for_iteration_2(sweep_run):
+    metrics, choice = sweep_run
+    assert choice["layer"] == metrics["best_layer"] and "3 k-means seeds" in choice["why"]
+
+
+def test_sweep_fits_on_train_and_scores_the_valid_voices(sweep, tiny_manifests):
     rows = {s: {rel for rel, _ in read_tsv(tiny_manifests / f"{s}.tsv")[1]} for s in ("train", "valid")}
     # the tiny corpus is under labels.sweep.max_utterances: every distinct utterance, train ones fit
     assert sweep["utterances"] == sweep["aligned_utterances"] == len(rows["train"] | rows["valid"])
     assert sweep["fit_utterances"] == len(rows["train"])
+    assert sweep["scored_utterances"] == len(rows["valid"])
     assert 0 < sweep["fit_frames"] < sweep["frames"]
+
+
+def test_without_alignments_the_middle_layer_is_chosen():
+    layer, why = chosen_layer({"n_layers": 12, "utterances": 5, "aligned_utterances": 0})
+    assert layer == 6 and "no phone alignments" in why
 
 
 def test_all_layers_in_one_pass_equal_the_single_layer_reader(one_thread, ckpt, tiny_manifests):

@@ -9,6 +9,7 @@ import pytest
 
 from hubert.labels.quality import (
     UttLabels,
+    conditional_pnmi,
     entropy_bits,
     frame_centres,
     joint_counts,
@@ -77,7 +78,8 @@ def test_label_quality_counts_and_skips_unaligned():
     assert m["utterances"] == {"total": 3, "aligned": 2, "without_alignment": 1}
     assert m["frames"] == {"total": 13, "aligned": 8}
     # units 0/1 = en:a/en:b, 2/3 = zh:a/zh:b (phones carry their language): perfect labels
-    assert (m["pnmi"], m["phone_purity"], m["cluster_purity"]) == (1.0, 1.0, 1.0)
+    assert (m["pnmi_prefixed"], m["phone_purity"], m["cluster_purity"]) == (1.0, 1.0, 1.0)
+    assert (m["pnmi_conditional"], m["pnmi_per_language_mean"]) == (1.0, 1.0)
     assert m["phones"] == 4
     assert m["per_language"]["en"]["pnmi"] == 1.0 and m["per_language"]["zh"]["utterances"] == 2
     # language: the unaligned zh utterance uses every unit, so the units are not fully language-specific
@@ -100,7 +102,47 @@ def test_shuffled_floor_is_far_below_real_labels():
         units = phones[np.minimum((centres / 0.05).astype(int), 19)]
         utts.append(UttLabels("en", ali, units))
     m = label_quality(utts, 100.0, n_clusters=6, seed=1)
-    assert m["pnmi"] > 0.9 and m["pnmi_shuffled"] < 0.05
+    assert m["pnmi_conditional"] > 0.9 and m["pnmi_conditional_shuffled"] < 0.05
+    assert m["pnmi_prefixed"] == m["pnmi_conditional"]  # one language: nothing to tell apart
     assert m == label_quality(utts, 100.0, n_clusters=6, seed=1)  # seeded
     assert m["language"]["nmi"] == 0.0  # one language
 
+
+
+# ---------------------------------------------------------------- mixed languages
+def two_language_utts(units_en: list[int], units_zh: list[int]) -> list[UttLabels]:
+    """One en and one zh utterance with phones a, b (each 2 frames at 100 Hz)."""
+    ali = [["a", 0.0, 0.025], ["b", 0.025, 0.05]]  # frame centres 12.5, 22.5 | 32.5, 42.5 ms
+    return [UttLabels("en", ali, np.array(units_en)), UttLabels("zh", ali, np.array(units_zh))]
+
+
+def test_units_that_only_tell_the_language_apart_know_no_phone():
+    # unit 0 for all of en, unit 1 for all of zh: I(phone; unit) = I(language; unit) = 1 bit
+    m = label_quality(two_language_utts([0, 0, 0, 0], [1, 1, 1, 1]), 100.0, n_clusters=2, seed=0)
+    assert m["pnmi_conditional"] == 0.0 and m["pnmi_per_language_mean"] == 0.0
+    assert m["pnmi_prefixed"] == pytest.approx(0.5, abs=1e-4)  # 1 bit of H(phone) = 2 bits: the old headline
+    assert m["language"]["information_bits"] == pytest.approx(1.0) and m["language"]["nmi"] == 1.0
+
+
+def test_units_shared_across_languages_that_tell_phones_apart_are_fully_phonetic():
+    # unit 0 = a, unit 1 = b in both languages: the units know the phone, not the language
+    m = label_quality(two_language_utts([0, 0, 1, 1], [0, 0, 1, 1]), 100.0, n_clusters=2, seed=0)
+    assert m["pnmi_conditional"] == 1.0 and m["pnmi_per_language_mean"] == 1.0
+    assert m["per_language"]["en"]["pnmi"] == 1.0 and m["per_language"]["zh"]["pnmi"] == 1.0
+    assert m["pnmi_prefixed"] == pytest.approx(0.5, abs=1e-4)  # I = 1 bit of H(prefixed phone) = 2 bits
+    assert m["language"]["information_bits"] == 0.0
+
+
+def test_conditional_pnmi_weights_languages_by_frames_not_by_count():
+    perfect = np.array([[3, 0], [0, 3]])      # en: 6 frames, PNMI 1
+    useless = np.array([[1, 1], [1, 1]]) * 6  # zh: 24 frames, PNMI 0, H(phone | zh) = 1 bit
+    got = conditional_pnmi([perfect, useless])
+    assert got["pnmi_per_language_mean"] == pytest.approx(6 / 30)  # sum_l p(l) PNMI_l
+    assert got["pnmi_conditional"] == pytest.approx((6 / 30 * 1.0) / (6 / 30 * 1.0 + 24 / 30 * 1.0))
+    uneven = np.array([[6, 0, 0], [0, 3, 0], [0, 0, 3]])  # H = 1.5 bits, perfectly predicted
+    got = conditional_pnmi([uneven, useless])
+    # I(Y;Z|L) / H(Y|L) = p_en * 1.5 / (p_en * 1.5 + p_zh * 1), not the mean of the two PNMIs
+    assert got["pnmi_conditional"] == pytest.approx((12 / 36 * 1.5) / (12 / 36 * 1.5 + 24 / 36 * 1.0))
+    assert got["pnmi_per_language_mean"] == pytest.approx(12 / 36)
+    with pytest.raises(ValueError, match="no aligned frames"):
+        conditional_pnmi([np.zeros((2, 2))])

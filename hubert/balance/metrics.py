@@ -47,6 +47,9 @@ def balance_metrics(splits: dict[str, list[Utterance]], pretrain: list[Utterance
             "proportion_natural": share(natural),
             "proportion_target": {lang: round(p, 4) for lang, p in temperature_probs(natural, alpha).items()},
             "proportion_effective": share(after),
+            # how many times an epoch of the list presents each language's audio (>= 1: nothing dropped)
+            "repeats": {lang: round(after.get(lang, 0.0) / natural[lang], 4) for lang in langs},
+            "distinct_utterances_used": {lang: len({x.id for x in pretrain if x.lang == lang}) for lang in langs},
             "utterances": len(pretrain),
         },
         "oov_rate_test_vs_finetune": oov_rate(splits["test"], splits["finetune"]),

@@ -127,28 +127,37 @@ def temperature_probs(amounts: dict[str, float], alpha: float) -> dict[str, floa
 
 
 def balanced_list(train: list[Utterance], alpha: float, seed: int, sample_rate: int) -> list[Utterance]:
-    """Re-sample train so each language's share of hours follows temperature sampling.
+    """Up-sample train so each language's share of hours follows temperature sampling,
+    without dropping anything: every utterance is in the list at least once.
 
-    The total stays at the natural number of hours; a language whose target
-    exceeds what it has is repeated whole (k copies) plus a seeded subset for the
-    remainder; one below it is a seeded subset. Utterances are drawn by count
-    (target hours / mean duration), so the shares are met in expectation: with
-    unequal durations one draw can miss by more than an utterance. alpha=1
-    returns train unchanged.
+    The language that temperature sampling favours least (relative to its hours)
+    is kept once; each other language is repeated to its target hours, p_l / p_ref
+    times the reference language's hours: whole copies, then a seeded subset drawn
+    by hours for the rest (within half an utterance of the target). An epoch of the
+    list is then one pass over every utterance plus the repeats. alpha=1 returns
+    train unchanged.
     """
     if alpha == 1.0:
         return list(train)
     hours = hours_by_lang(train, sample_rate)
     probs = temperature_probs(hours, alpha)
-    total = sum(hours.values())
+    scale = max(hours[lang] / probs[lang] for lang in probs)  # total hours of the balanced list
     out: list[Utterance] = []
     for lang in sorted(probs):
         utts = [u for u in train if u.lang == lang]
-        factor = probs[lang] * total / hours[lang]
-        m = max(1, round(factor * len(utts)))
-        copies, rest = divmod(m, len(utts))
-        picked = sorted(random.Random(_lang_seed(seed, lang, 3)).sample(range(len(utts)), rest))
-        out += utts * copies + [utts[i] for i in picked]
+        target = probs[lang] * scale
+        copies = max(1, int(target // hours[lang] + 1e-9))
+        rest = target - copies * hours[lang]
+        order = list(range(len(utts)))
+        random.Random(_lang_seed(seed, lang, 3)).shuffle(order)
+        picked = []
+        for i in order:
+            duration = utts[i].num_samples / sample_rate / 3600
+            if rest <= duration / 2:
+                break
+            picked.append(i)
+            rest -= duration
+        out += utts * copies + [utts[i] for i in sorted(picked)]
     return out
 
 
@@ -170,6 +179,10 @@ def balance_corpus(utts: list[Utterance], cfg: BalanceConfig,
 
 def write_manifests(out_dir: str | Path, root: str, splits: dict[str, list[Utterance]],
                     pretrain: list[Utterance]) -> None:
-    """Every split's manifest; ``train`` is the pretraining list (with its repeats)."""
+    """Every split's manifest; ``train`` is the pretraining list (with its repeats), and
+    ``valid_<lang>`` the valid utterances of each language (pretraining validates on
+    each, so a language that lags shows)."""
     for split, utts in {**splits, "train": pretrain}.items():
         write_fairseq_manifest(out_dir, split, root, utts)
+    for lang in sorted({u.lang for u in splits["valid"]}):
+        write_fairseq_manifest(out_dir, f"valid_{lang}", root, [u for u in splits["valid"] if u.lang == lang])

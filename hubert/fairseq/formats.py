@@ -7,9 +7,11 @@
 - Labels ``{split}.km``: one line per manifest line, space-separated ints.
 - Dictionary ``dict.{label}.txt``: one ``symbol count`` line per symbol;
   fairseq's Dictionary adds its 4 specials (<s> <pad> </s> <unk>) itself.
-- Features ``{split}_{rank}_{nshard}.npy`` (float32 (frames, dim), the shard's
-  utterances concatenated) + ``.len`` (frames per manifest line), sharded by
-  fairseq's rule (:func:`shard_range`).
+- Features ``{split}_{rank}_{nshard}.npy`` ((frames, dim), the shard's
+  utterances concatenated) + ``.len`` (frames per utterance), sharded by
+  fairseq's rule (:func:`shard_range`). Ours hold each distinct utterance of the
+  manifest once (:func:`distinct_rows`); for a manifest without repeats that is
+  fairseq's layout line for line.
 
 Files that a re-run must replace (labels, dictionaries) are written whole
 through a temporary file and a rename, never appended to.
@@ -44,6 +46,17 @@ def read_tsv(path: str | Path) -> tuple[str, list[tuple[str, int]]]:
                              "rebuild the manifests with the balance stage")
         rows.append((parts[0], int(parts[1])))
     return lines[0], rows
+
+
+def distinct_rows(rows: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(each distinct row once, in the order of its first line; for every line, the index of its
+    row there). A balanced pretraining list repeats utterances: features are dumped once per
+    distinct row, and labels expanded back to every line."""
+    index: dict[str, int] = {}
+    for rel, _ in rows:
+        index.setdefault(rel, len(index))
+    firsts = {rel: n for rel, n in reversed(rows)}
+    return [(rel, firsts[rel]) for rel in index], np.asarray([index[rel] for rel, _ in rows], dtype=np.int64)
 
 
 def write_tsv(path: str | Path, root: str, rows: Iterable[tuple[str, int]]) -> None:

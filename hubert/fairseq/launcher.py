@@ -196,12 +196,13 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
 # ---------------------------------------------------------------- log records
 # fairseq's json progress records: "... | train_inner | {...}" (fairseq's format)
 # or "[...][valid][INFO] - {...}" (Hydra's); values are strings.
-_RECORD = re.compile(r"[|\[]\s*(train_inner|train|valid)\s*[|\]].*?(\{.*\})\s*$")
+_RECORD = re.compile(r"[|\[]\s*(train_inner|train|valid\w*)\s*[|\]].*?(\{.*\})\s*$")
 
 
 def parse_log_line(line: str) -> tuple[str, dict[str, float]] | None:
-    """(tag, stats) of a fairseq json progress line, keys without the ``valid_`` /
-    ``train_`` prefix of end-of-epoch and validation records; None for other lines."""
+    """(tag, stats) of a fairseq json progress line, keys without the ``train_`` /
+    ``valid_`` (``valid_en_``, ...: one tag per valid subset) prefix of end-of-epoch and
+    validation records; None for other lines."""
     match = _RECORD.search(line)
     if not match:
         return None
@@ -210,7 +211,7 @@ def parse_log_line(line: str) -> tuple[str, dict[str, float]] | None:
         raw = json.loads(match.group(2))
     except json.JSONDecodeError:
         return None
-    prefix = f"{tag}_" if tag in ("train", "valid") else ""
+    prefix = f"{tag}_" if tag != "train_inner" else ""
     stats: dict[str, float] = {}
     for key, value in raw.items():
         if prefix and key.startswith(prefix):
@@ -254,7 +255,7 @@ PlotValues = Callable[[Record, "Record | None"], dict[str, float]]
 
 
 class LivePlots:
-    """Per-record DVCLive plots: ``train/<name>`` and ``valid/<name>`` at step = num_updates.
+    """Per-record DVCLive plots: ``train/<name>`` and ``<valid subset>/<name>`` at step = num_updates.
 
     ``values(record, previous record of the same tag)`` says what one record plots.
     """
@@ -269,7 +270,7 @@ class LivePlots:
         self.previous: dict[str, Record] = {}
 
     def log(self, record: Record) -> None:
-        prefix = "train" if record.tag == "train_inner" else "valid"
+        prefix = "train" if record.tag == "train_inner" else record.tag
         self.live.step = record.step
         for name, value in self.values(record, self.previous.get(record.tag)).items():
             self.live.log_metric(f"{prefix}/{name}", value)
@@ -361,7 +362,7 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int,
                             text=True, bufsize=1)
     base_train_s = records[-1].train_s if records else 0.0
     audio_s = records[-1].audio_s if records else 0.0
-    last_step = {"train_inner": resume, "valid": resume}
+    last_step: dict[str, int] = {}
     loop_start = None
     first_pending = resume == 0
     try:
@@ -376,11 +377,11 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int,
                 if parsed is None or parsed[0] == "train":
                     continue  # end-of-epoch averages repeat what train_inner logged
                 tag, stats = parsed
-                step = int(stats.get("num_updates", last_step[tag]))
+                step = int(stats.get("num_updates", last_step.get(tag, resume)))
                 if loop_start is None:
                     loop_start = start
                 if tag == "train_inner":
-                    audio_s += run.audio_per_update_s(stats) * (step - last_step[tag])
+                    audio_s += run.audio_per_update_s(stats) * (step - last_step.get(tag, resume))
                 last_step[tag] = step
                 record = Record(tag, step, stats, base_train_s + (now - loop_start), audio_s)
                 first = first_pending and tag == "train_inner"

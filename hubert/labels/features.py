@@ -11,6 +11,8 @@ with torch's threads pinned (:func:`dump_split` says why).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import time
@@ -22,10 +24,10 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from hubert.fairseq.formats import read_tsv, shard_paths, shard_range, write_lengths
+from hubert.fairseq.formats import distinct_rows, read_tsv, shard_paths, shard_range, write_lengths
 from hubert.labels.hubert_layers import HubertFeatureReader
 from hubert.labels.mfcc import MfccExtractor
-from hubert.labels.params import FeatureConfig
+from hubert.labels.params import AUTO, FeatureConfig
 
 
 def read_waveform(path: str | Path, num_samples: int | None, sample_rate: int) -> np.ndarray:
@@ -88,7 +90,9 @@ def _groups(sizes: list[int], limit: int) -> list[tuple[int, int]]:
 def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir: str | Path,
                extractor: Extractor, sample_rate: int, group_samples: int, progress: bool = True,
                dtype: str = "float32") -> list[int]:
-    """Write ``{split}_{rank}_{nshard}.npy`` ((frames, dim) of ``dtype``) and ``.len``; return frames per line.
+    """Write ``{split}_{rank}_{nshard}.npy`` ((frames, dim) of ``dtype``) and ``.len``; return frames per
+    distinct utterance of the manifest (:func:`hubert.fairseq.formats.distinct_rows`: a
+    balanced list repeats utterances, whose features are extracted once).
 
     The .npy is preallocated from the manifest's num_samples (each utterance's
     frame count is known in advance), so no shard is held in memory and a
@@ -96,6 +100,7 @@ def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir
     extractor in groups of about ``group_samples`` samples.
     """
     root, rows = read_tsv(manifest)
+    rows, _ = distinct_rows(rows)
     start, end = shard_range(len(rows), nshard, rank)
     rows = rows[start:end]
     expected = [extractor.num_frames(n) for _, n in rows]
@@ -126,7 +131,8 @@ def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir
 def dump_split(manifest: str | Path, split: str, out_dir: str | Path, cfg: FeatureConfig, sample_rate: int,
                checkpoint: str | Path | None = None, extractor: Extractor | None = None,
                progress: bool = True) -> list[int]:
-    """All ``cfg.nshard`` shards of one split, ``cfg.workers`` at a time; returns frames per manifest line.
+    """All ``cfg.nshard`` shards of one split, ``cfg.workers`` at a time; returns frames per distinct
+    utterance, in the order of their first manifest line.
 
     Workers are joblib threads sharing one extractor (one model in memory, no
     process start-up: at demo size the whole MFCC dump takes seconds, less than
@@ -152,12 +158,26 @@ def dump_split(manifest: str | Path, split: str, out_dir: str | Path, cfg: Featu
     return [n for lengths in results for n in lengths]
 
 
+def resolve_layer(cfg: FeatureConfig, layer_choice: str | Path | None) -> FeatureConfig:
+    """``layer: auto`` replaced by the layer the sweep chose (its ``choice.json``)."""
+    if cfg.layer != AUTO:
+        return cfg
+    if layer_choice is None or not Path(layer_choice).is_file():
+        raise FileNotFoundError(f"features.layer is auto but the layer sweep's choice {layer_choice} is missing; "
+                                "run the layers stage first (dvc repro does), or set features.layer to a number")
+    choice = json.loads(Path(layer_choice).read_text(encoding="utf-8"))
+    print(f"features: layer {choice['layer']} ({choice['why']}, from {layer_choice})")
+    return dataclasses.replace(cfg, layer=int(choice["layer"]))
+
+
 def dump_features(cfg: FeatureConfig, manifests: str | Path, out_dir: str | Path, sample_rate: int,
-                  checkpoint: str | Path | None = None) -> dict[str, dict[str, float]]:
+                  checkpoint: str | Path | None = None,
+                  layer_choice: str | Path | None = None) -> dict[str, dict[str, float]]:
     """The features stage: every split of ``cfg.splits`` dumped into ``out_dir`` (rebuilt
     whole: no shards left over from another nshard or split list). Returns per split
     utterances, frames and seconds."""
     manifests, out_dir = Path(manifests), Path(out_dir)
+    cfg = resolve_layer(cfg, layer_choice)
     extractor = make_extractor(cfg, sample_rate, checkpoint)  # fails before the old outputs are removed
     missing = [s for s in cfg.splits if not (manifests / f"{s}.tsv").is_file()]
     if missing:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from hubert.corpus.records import lookup_utterances
 from hubert.fairseq.formats import (
     dict_file,
+    distinct_rows,
     dumped_splits,
     iter_shards,
     label_file,
@@ -35,7 +36,7 @@ from hubert.fairseq.formats import (
 )
 from hubert.labels.checks import check_labels, estimate_frame_rate, write_label_rate
 from hubert.labels.params import KMeansConfig
-from hubert.labels.quality import UttLabels, chance_bits, entropy_bits, label_quality
+from hubert.labels.quality import UttLabels, bigram_entropy_bits, chance_bits, entropy_bits, label_quality
 
 MODEL_FILE = "kmeans.joblib"
 # frames per predict call: bounds the copy sklearn makes of a memory-mapped shard
@@ -55,19 +56,29 @@ def sample_lines(n_lines: int, percent: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_lines, size=k, replace=False))
 
 
-def load_sample(feat_dir: str | Path, split: str, percent: float, seed: int) -> np.ndarray:
-    """The frames of :func:`sample_lines`'s utterances, (frames, dim) float32."""
-    lengths = split_lengths(feat_dir, split)
-    chosen = set(sample_lines(len(lengths), percent, seed).tolist())
-    parts, line = [], 0
+def load_sample(feat_dir: str | Path, split: str, percent: float, seed: int,
+                line_rows: np.ndarray | None = None) -> np.ndarray:
+    """The frames of :func:`sample_lines`'s manifest lines, (frames, dim) float32.
+
+    ``line_rows`` maps manifest lines to the feature rows (each distinct utterance
+    once, :func:`hubert.fairseq.formats.distinct_rows`); the sample is drawn over
+    the lines, so an utterance that a balanced list repeats weighs as often as it
+    is repeated. None: one row per line.
+    """
+    n_rows = len(split_lengths(feat_dir, split))
+    line_rows = np.arange(n_rows) if line_rows is None else np.asarray(line_rows)
+    chosen = line_rows[sample_lines(len(line_rows), percent, seed)]
+    rows: list[np.ndarray | None] = [None] * n_rows
+    wanted = set(chosen.tolist())
+    row = 0
     for feats, lens in iter_shards(feat_dir, split):
         offset = 0
         for n in lens:
-            if line in chosen:
-                parts.append(np.asarray(feats[offset: offset + n], dtype=np.float32))
+            if row in wanted:
+                rows[row] = np.asarray(feats[offset: offset + n], dtype=np.float32)
             offset += n
-            line += 1
-    return np.concatenate(parts, axis=0)
+            row += 1
+    return np.concatenate([rows[r] for r in chosen], axis=0)
 
 
 # ---------------------------------------------------------------- fit and assign
@@ -144,25 +155,31 @@ def training_splits(feat_dir: str | Path) -> list[str]:
 def make_labels(cfg: KMeansConfig, features: str | Path, manifests: str | Path, corpus: str | Path,
                 out_dir: str | Path, sample_rate: int, progress: bool = True) -> dict:
     """The kmeans stage: fit on the train features, label every dumped split with that
-    one model, write ``out_dir`` whole ({split}.km, dict.km.txt, kmeans.joblib,
-    label_rate.json), check the files as pretraining will read them, and return the
-    label-quality metrics (numbers only)."""
+    one model, write ``out_dir`` whole ({split}.km for every manifest line, repeats
+    included; valid_<lang>.km beside each valid_<lang>.tsv; dict.km.txt,
+    kmeans.joblib, label_rate.json), check the files as pretraining will read them,
+    and return the metrics (numbers only): label quality on the valid split, voices
+    k-means never saw (:func:`hubert.labels.quality.label_quality`)."""
     features, manifests, out_dir = Path(features), Path(manifests), Path(out_dir)
     splits = training_splits(features)
 
-    # features must line up with the manifests before anything is fitted on them
-    rows = {s: read_tsv(manifests / f"{s}.tsv")[1] for s in splits}
+    # features (one row per distinct utterance) must line up with the manifests before anything is fitted
+    rows, line_rows, distinct = {}, {}, {}
+    for s in splits:
+        rows[s] = read_tsv(manifests / f"{s}.tsv")[1]
+        distinct[s], line_rows[s] = distinct_rows(rows[s])
     lengths = {s: split_lengths(features, s) for s in splits}
     for s in splits:
-        if len(lengths[s]) != len(rows[s]):
+        if len(lengths[s]) != len(distinct[s]):
             raise ValueError(f"{features}: {len(lengths[s])} {s} feature rows but {manifests / s}.tsv has "
-                             f"{len(rows[s])} lines; the features are stale: re-run the features stage")
-    rates = {s: estimate_frame_rate(lengths[s], [n for _, n in rows[s]], sample_rate) for s in splits}
+                             f"{len(distinct[s])} distinct utterances; the features are stale: re-run the "
+                             "features stage")
+    rates = {s: estimate_frame_rate(lengths[s], [n for _, n in distinct[s]], sample_rate) for s in splits}
     label_rate = rates["train"]
     if len(set(rates.values())) != 1:
         raise ValueError(f"{features}: splits disagree on the frame rate {rates}; re-run the features stage")
 
-    sample = load_sample(features, "train", cfg.percent, cfg.seed)
+    sample = load_sample(features, "train", cfg.percent, cfg.seed, line_rows["train"])
     print(f"kmeans: fitting K={cfg.n_clusters} on {len(sample)} frames x {sample.shape[1]} dims")
     model = fit_kmeans(sample, cfg)
 
@@ -171,30 +188,38 @@ def make_labels(cfg: KMeansConfig, features: str | Path, manifests: str | Path, 
     out_dir.mkdir(parents=True)
     joblib.dump(model, out_dir / MODEL_FILE)
     labelled = {s: label_split(features, s, model, progress) for s in splits}
-    for s, lab in labelled.items():
-        write_km(label_file(out_dir, s), lab.labels)
-    counts = unit_counts(labelled["train"].labels, cfg.n_clusters)
+    per_line = {s: [lab.labels[r] for r in line_rows[s]] for s, lab in labelled.items()}
+    for s, labels in per_line.items():
+        write_km(label_file(out_dir, s), labels)
+    checked = list(splits)
+    if "valid" in per_line:
+        langs = (manifests / "valid.lang").read_text(encoding="utf-8").split()
+        for lang in sorted(set(langs)):
+            subset = [x for x, tag in zip(per_line["valid"], langs) if tag == lang]
+            write_km(label_file(out_dir, f"valid_{lang}"), subset)
+            checked.append(f"valid_{lang}")
+    counts = unit_counts(per_line["train"], cfg.n_clusters)
     write_dict(dict_file(out_dir), counts)
     seconds = sum(n for _, n in rows["train"]) / sample_rate
-    write_label_rate(out_dir, label_rate, labelled["train"].frames, seconds)
-    for s in splits:  # the files as pretraining will read them
+    write_label_rate(out_dir, label_rate, int(sum(len(x) for x in per_line["train"])), seconds)
+    for s in checked:  # the files as pretraining will read them
         check_labels(manifests / f"{s}.tsv", label_file(out_dir, s), dict_file(out_dir), label_rate, sample_rate)
 
-    # quality on distinct utterances of every labelled split (train's repeated lines once)
-    first: dict[str, np.ndarray] = {}
-    for s in splits:
-        for (rel, _), units in zip(rows[s], labelled[s].labels):
-            first.setdefault(rel, units)
-    records = lookup_utterances(corpus, list(first), f"{manifests}/{{{','.join(splits)}}}.tsv")
-    utts = [UttLabels(u.lang, u.alignment, units) for u, units in zip(records, first.values())]
+    # quality on held-out voices: the valid split's distinct utterances (k-means saw train only)
+    scored = "valid" if "valid" in splits else "train"
+    records = lookup_utterances(corpus, [rel for rel, _ in distinct[scored]], manifests / f"{scored}.tsv")
+    utts = [UttLabels(u.lang, u.alignment, units) for u, units in zip(records, labelled[scored].labels)]
     return {
         "label_rate": label_rate,
         "n_clusters": cfg.n_clusters,
         "fit_frames": int(len(sample)),
+        "scored_on_valid": int(scored == "valid"),
         **label_quality(utts, label_rate, cfg.n_clusters, cfg.seed),
         # over train.km as pretraining sees it (repeats included): a model that
-        # learned only unit frequencies scores this masked loss, chance is log2(K+4)
+        # learned only unit frequencies scores this masked loss, chance is log2(K+4);
+        # one that also knew the previous unit, the bigram entropy
         "label_prior_entropy_bits": round(entropy_bits(counts), 4),
+        "label_bigram_entropy_bits": round(bigram_entropy_bits(per_line["train"], cfg.n_clusters), 4),
         "chance_bits": round(chance_bits(cfg.n_clusters), 4),
         "units_used_train": int((counts > 0).sum()),
         "inertia_per_frame": {"fit_sample": round(float(assign(model, sample)[1].mean(dtype=np.float64)), 4),

@@ -1,27 +1,24 @@
 """The layer sweep (stage layers_iter1): which transformer layer of a HuBERT
 checkpoint gives the best labels?
 
-For every layer 1..L of the checkpoint: k-means with labels.<iteration>.kmeans
-(the K and settings of that iteration's labels) fitted on the layer's features
-of the train utterances of a seeded draw of distinct train + valid utterances,
-then PNMI, phone purity, cluster purity and the shuffled floor
-(hubert.labels.quality) of its labels on the whole draw. MFCC clustered the same way
-on the same utterances is the baseline at the same K (PNMI grows with K, so
-label sets are compared at the same K); each set is scored at its own frame rate (layers
-50 Hz, MFCC 100 Hz), the rate pretraining would use it at.
+For every layer 1..L of the checkpoint and for ``labels.sweep.seeds`` k-means
+seeds: k-means with labels.<iteration>.kmeans (the K and settings of that
+iteration's labels) fitted on the layer's features of the train utterances of a
+seeded draw of distinct train + valid utterances, then the label quality
+(hubert.labels.quality: language-conditional PNMI as the headline, per-language
+and language-prefixed PNMI, purities, the shuffled floor) of the valid
+utterances, voices k-means never saw. Each score is the mean over seeds, the
+headline's sample std beside it: the best layer is the highest mean, and
+``seed_spread`` says how far apart layers must be to differ. MFCC clustered the
+same way on the same utterances is the baseline at the same K (PNMI grows with
+K), scored at its own 100 Hz and decimated to the layers' 50 Hz (the fair
+comparison: PNMI depends on the frame rate too).
 
 One forward pass per utterance gives every layer
 (HubertFeatureReader.get_feats_all_layers); the draw is dumped with
-hubert.labels.features.dump_split (labels.<iteration>.features.workers threads,
-torch pinned) into a temporary folder (frames x dim x layers x 4 bytes), and
-the L + 1 k-means fits run in parallel processes of one thread each.
-
-Reads labels.sweep, labels.<iteration>.kmeans, labels.<iteration>.features
-(device, chunk_samples, workers only: the layer is what is swept) and
-corpus.sample_rate. Writes only the metrics file, numbers only:
-  {"pnmi": {"layer_1": .., ..}, "phone_purity": {..}, "cluster_purity": {..},
-   "pnmi_shuffled": {..}, "best_layer": n, "best_pnmi": x, "mfcc": {"pnmi": .., ..},
-   "best_minus_mfcc": x, "n_layers": L, "n_clusters": K, "utterances": n, ..}
+hubert.labels.features.dump_split into a temporary folder (frames x dim x
+layers x 4 bytes), and the (L + 1) x seeds k-means fits run in parallel
+processes of one thread each.
 """
 
 from __future__ import annotations
@@ -45,7 +42,8 @@ from hubert.labels.mfcc import MfccExtractor
 from hubert.labels.params import FeatureConfig, KMeansConfig, LabelsIteration, SweepConfig
 from hubert.labels.quality import UttLabels, label_quality
 
-SCORES = ("pnmi", "phone_purity", "cluster_purity", "pnmi_shuffled")
+SCORES = ("pnmi_conditional", "pnmi_per_language_mean", "pnmi_prefixed", "pnmi_conditional_shuffled",
+          "phone_purity", "cluster_purity")
 SPLIT = "sweep"  # the temporary manifest's split name
 
 
@@ -94,9 +92,17 @@ class AllLayers:
         return [np.concatenate(self.reader.get_feats_all_layers(w), axis=1) for w in waveforms]
 
 
+def flat_scores(quality: dict) -> dict[str, float]:
+    """The sweep's numbers from a label_quality result: SCORES and each language's PNMI."""
+    out = {name: quality[name] for name in SCORES}
+    out.update({f"pnmi_{lang}": block["pnmi"] for lang, block in quality["per_language"].items() if "pnmi" in block})
+    return out
+
+
 def score(feat_dir: Path, columns: slice, fit_frames: int, lengths: list[int], meta: list[Utterance],
-          rate: float, cfg: KMeansConfig, eval_rates: tuple[float, ...] = ()) -> list[dict[str, float]]:
-    """k-means on the first fit_frames frames of feat_dir's columns, every frame labelled, label quality.
+          rate: float, cfg: KMeansConfig, n_fit: int, eval_rates: tuple[float, ...] = ()) -> list[dict[str, float]]:
+    """k-means (cfg, its seed) on the first fit_frames frames of feat_dir's columns (the train
+    utterances of the draw), then the label quality of the other utterances (held-out voices).
 
     Returns the scores at the features' own rate, then at each of eval_rates (an integer
     divisor of rate): the same labels decimated, so that label sets of different frame
@@ -105,17 +111,35 @@ def score(feat_dir: Path, columns: slice, fit_frames: int, lengths: list[int], m
     feats = np.concatenate([np.asarray(f[:, columns], dtype=np.float32)
                             for f, _ in iter_shards(feat_dir, SPLIT)])  # (frames, dim)
     model = fit_kmeans(feats[:fit_frames], cfg)
-    units, _ = assign(model, feats)
-    per_utt = np.split(units, np.cumsum(lengths)[:-1])
+    units, _ = assign(model, feats[fit_frames:])
+    per_utt = np.split(units, np.cumsum(lengths[n_fit:])[:-1])
     out = []
     for r in (rate, *eval_rates):
         step = round(rate / r)
         if step < 1 or abs(rate / step - r) > 1e-6:
             raise ValueError(f"cannot evaluate {rate} Hz labels at {r} Hz: not an integer divisor")
-        quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta, per_utt)], r,
-                                cfg.n_clusters, cfg.seed)
-        out.append({name: quality[name] for name in SCORES})
+        quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta[n_fit:], per_utt)],
+                                r, cfg.n_clusters, cfg.seed)
+        out.append(flat_scores(quality))
     return out
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over k-means seeds of each score, and the spread (sample std) of the headline."""
+    out = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
+    headline = [r["pnmi_conditional"] for r in runs]
+    out["pnmi_conditional_std"] = round(float(np.std(headline, ddof=1)), 4) if len(runs) > 1 else 0.0
+    return out
+
+
+def chosen_layer(metrics: dict) -> tuple[int, str]:
+    """The layer iteration 2 clusters when labels.iter2.features.layer is auto: the sweep's best,
+    or, without alignments to rank them, the middle layer (HuBERT Base's recipe: 6 of 12)."""
+    if "best_layer" in metrics:
+        return metrics["best_layer"], (f"best language-conditional PNMI over {metrics['seeds']} k-means seeds: "
+                                       f"{metrics['best_pnmi']} (spread {metrics['seed_spread']})")
+    middle = max(1, metrics["n_layers"] // 2)
+    return middle, f"no phone alignments to rank the layers: the middle layer, {middle} of {metrics['n_layers']}"
 
 
 def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path, manifests: str | Path,
@@ -139,12 +163,12 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
     if counts["aligned_utterances"] == 0:
         # PNMI and purities need phones: without alignments there is nothing to rank the layers by
         print(f"layers: no alignments: none of the {len(utts)} drawn utterances has phones in "
-              f"{corpus}/manifest.jsonl, so PNMI, purities and the best layer are absent (iteration 2 uses "
-              "labels.iter2.features.layer as set); import alignments (corpus.imports[].alignments) to rank them")
+              f"{corpus}/manifest.jsonl, so PNMI, purities and the best layer are absent; import alignments "
+              "(corpus.imports[].alignments) to rank the layers")
         return counts
-    if n_fit == 0:
-        raise ValueError(f"the draw of {len(utts)} utterances holds no train utterance to fit k-means on; "
-                         "raise labels.sweep.max_utterances")
+    if n_fit == 0 or n_fit == len(utts):
+        raise ValueError(f"the draw of {len(utts)} utterances holds {n_fit} train utterances: k-means is fitted "
+                         "on train and scored on valid, so it needs both; raise labels.sweep.max_utterances")
     print(f"layers: {reader.n_layers} layers x {len(utts)} utterances ({n_fit} fit k-means, "
           f"{sum(u.num_samples for u in utts) / sample_rate / 3600:.2f} h), K={it.kmeans.n_clusters}")
 
@@ -161,29 +185,37 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
                                   extractor=mfcc)
         print(f"layers: features of every layer and MFCC in {time.perf_counter() - start:.1f} s")
         dim = reader.dim
-        jobs = [(hubert_dir, slice(i * dim, (i + 1) * dim), sum(lengths[:n_fit]), lengths, reader.frame_rate, ())
-                for i in range(reader.n_layers)]
+        seeds = [dataclasses.replace(it.kmeans, seed=it.kmeans.seed + k) for k in range(sweep.seeds)]
+        jobs = [(layer, hubert_dir, slice((layer - 1) * dim, layer * dim), lengths, reader.frame_rate, (), cfg)
+                for layer in range(1, reader.n_layers + 1) for cfg in seeds]
         # MFCC is scored at its own 100 Hz and, decimated, at the layers' 50 Hz: the fair comparison
-        jobs.append((mfcc_dir, slice(None), sum(mfcc_lengths[:n_fit]), mfcc_lengths, mfcc.frame_rate,
-                     (reader.frame_rate,)))
+        jobs += [("mfcc", mfcc_dir, slice(None), mfcc_lengths, mfcc.frame_rate, (reader.frame_rate,), cfg)
+                 for cfg in seeds]
         # one fit per process, each pinned to one thread by joblib (cores // jobs): independent fits in
         # parallel rather than one fit's threads meeting at barriers
         results = Parallel(n_jobs=min(usable_cpus(), len(jobs)), backend="loky")(
-            delayed(score)(d, cols, fit, lens, meta, rate, it.kmeans, also) for d, cols, fit, lens, rate, also in jobs)
-    per_layer = {layer: r[0] for layer, r in enumerate(results[:-1], 1)}
-    baseline, baseline_at_layer_rate = results[-1]
-    best = max(per_layer, key=lambda layer: per_layer[layer]["pnmi"])  # ties: the lower layer
-
-    metrics = {
-        **{name: {f"layer_{layer}": s[name] for layer, s in per_layer.items()} for name in SCORES},
+            delayed(score)(d, cols, sum(lens[:n_fit]), lens, meta, rate, cfg, n_fit, also)
+            for _, d, cols, lens, rate, also, cfg in jobs)
+    by_key: dict = {}
+    for (key, *_), result in zip(jobs, results):
+        by_key.setdefault(key, []).append(result)
+    per_layer = {layer: summarise([r[0] for r in by_key[layer]]) for layer in range(1, reader.n_layers + 1)}
+    baseline = summarise([r[0] for r in by_key["mfcc"]])
+    baseline_at_layer_rate = summarise([r[1] for r in by_key["mfcc"]])
+    best = max(per_layer, key=lambda layer: per_layer[layer]["pnmi_conditional"])  # ties: the lower layer
+    headline = per_layer[best]["pnmi_conditional"]
+    return {
+        **{name: {f"layer_{layer}": s[name] for layer, s in per_layer.items()} for name in per_layer[best]},
         "best_layer": best,
-        "best_pnmi": per_layer[best]["pnmi"],
+        "best_pnmi": headline,
+        "seeds": sweep.seeds,
+        "seed_spread": max(s["pnmi_conditional_std"] for s in [*per_layer.values(), baseline_at_layer_rate]),
         "mfcc": baseline,
         "mfcc_at_layer_rate": baseline_at_layer_rate,
-        "best_minus_mfcc": round(per_layer[best]["pnmi"] - baseline["pnmi"], 4),
-        "best_minus_mfcc_at_layer_rate": round(per_layer[best]["pnmi"] - baseline_at_layer_rate["pnmi"], 4),
+        "best_minus_mfcc": round(headline - baseline["pnmi_conditional"], 4),
+        "best_minus_mfcc_at_layer_rate": round(headline - baseline_at_layer_rate["pnmi_conditional"], 4),
         **counts,
+        "scored_utterances": len(utts) - n_fit,
         "frames": sum(lengths),
         "fit_frames": sum(lengths[:n_fit]),
     }
-    return metrics

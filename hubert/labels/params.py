@@ -10,14 +10,15 @@ from hubert.params import from_dict
 KINDS = ("mfcc", "hubert")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float16")
+AUTO = "auto"  # features.layer: take the layer sweep's choice
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """``labels.<iteration>.features`` in params.yaml.
 
-    kind: mfcc | hubert. layer: 1-based transformer layer (hubert only, null
-    for mfcc). nshard: output shards per split (fairseq's nshard). workers:
+    kind: mfcc | hubert. layer: 1-based transformer layer, or auto: the layer
+    sweep's choice (hubert only, null for mfcc). nshard: output shards per split (fairseq's nshard). workers:
     shards dumped at once (torch threads pinned to cores // workers).
     chunk_samples: longest waveform piece one HuBERT forward sees (fairseq's
     max_chunk). device: cpu | cuda (hubert only). max_batch_samples: audio
@@ -31,7 +32,7 @@ class FeatureConfig:
     """
 
     kind: str = "mfcc"
-    layer: int | None = None
+    layer: int | str | None = None
     nshard: int = 2
     workers: int = 2
     chunk_samples: int = 1_600_000
@@ -43,8 +44,9 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"features.kind={self.kind!r} must be one of {KINDS}")
-        if self.kind == "hubert" and (self.layer is None or self.layer < 1):
-            raise ValueError(f"features.layer={self.layer} must be a 1-based transformer layer for kind=hubert")
+        if self.kind == "hubert" and self.layer != AUTO and not (isinstance(self.layer, int) and self.layer >= 1):
+            raise ValueError(f"features.layer={self.layer!r} must be a 1-based transformer layer, or auto (the "
+                             "layer sweep's choice), for kind=hubert")
         if self.kind == "mfcc" and self.layer is not None:
             raise ValueError(f"features.layer={self.layer} is set but kind=mfcc has no layers; set it to null")
         if self.kind == "mfcc" and self.device != "cpu":
@@ -124,13 +126,17 @@ class SweepConfig:
 
     max_utterances: distinct train + valid utterances drawn (seeded, without
     replacement), -1 = all; the train ones fit k-means (in place of
-    kmeans.percent), all of them are scored. seed: the draw (k-means keeps
-    kmeans.seed).
+    kmeans.percent), the valid ones (held-out voices) are scored. seed: the draw (k-means keeps
+    kmeans.seed). seeds: k-means runs per layer (seeds kmeans.seed, +1, ...): the
+    scores are their means, and their spread says which differences are noise.
     """
 
     max_utterances: int = 600
     seed: int = 0
+    seeds: int = 3
 
     def __post_init__(self) -> None:
         if not (self.max_utterances == -1 or self.max_utterances >= 1):
             raise ValueError(f"labels.sweep.max_utterances={self.max_utterances} must be >= 1, or -1 for all")
+        if self.seeds < 1:
+            raise ValueError(f"labels.sweep.seeds={self.seeds} must be >= 1")

@@ -10,9 +10,13 @@ From the frame-level joint distribution p(y, z) of phone y and unit z:
 Each label frame is paired with the phone at its centre, evaluated at the
 label rate (50 Hz units are compared with alignments sampled at 50 Hz, not
 upsampled). Phones carry their language (``en:s``, ``zh:i``), so a unit shared
-by an English and a Mandarin phone counts as impure. The same quantities for
-the labels shuffled across frames (seeded permutation, same marginals) are
-the floor that finite samples give by chance.
+by an English and a Mandarin phone counts as impure in the purities. For
+mixed-language labels PNMI is split in two: I(phone; unit) = I(language; unit)
++ I(phone; unit | language). Only the second part is phone knowledge, so the
+headline is the language-conditional PNMI (:func:`conditional_pnmi`) beside
+the per-language PNMIs; the language-prefixed PNMI is reported as what it is.
+The same quantities for the labels shuffled across frames (seeded
+permutation, same marginals) are the floor that finite samples give by chance.
 
 How language-specific the units are: I(z; lang) / H(lang) (normalised mutual
 information, 0 = units say nothing about the language, 1 = every unit belongs
@@ -75,6 +79,19 @@ def entropy_bits(counts: np.ndarray) -> float:
     return _entropy(counts / counts.sum()) if counts.sum() > 0 else 0.0
 
 
+def bigram_entropy_bits(sequences: list[np.ndarray], n_units: int) -> float:
+    """H(z_t | z_(t-1)) in bits over the unit pairs within each sequence: the masked loss of a
+    model that knew the previous unit and the pair statistics (a second reference beside the
+    prior H(z), which knows neither)."""
+    pairs = [np.asarray(x, dtype=np.int64) for x in sequences if len(x) > 1]
+    if not pairs:
+        return 0.0
+    prev = np.concatenate([x[:-1] for x in pairs])
+    cur = np.concatenate([x[1:] for x in pairs])
+    joint = joint_counts(prev, cur, n_units, n_units)
+    return entropy_bits(joint.ravel()) - entropy_bits(joint.sum(1))
+
+
 def mutual_information_bits(joint: np.ndarray) -> float:
     """I(a; b) in bits from a joint count table (a along rows, b along columns)."""
     p = np.asarray(joint, dtype=np.float64)
@@ -105,12 +122,36 @@ def _round(d: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in d.items()}
 
 
+def conditional_pnmi(joints: list[np.ndarray]) -> dict[str, float]:
+    """From one (phones, units) count table per language: the language-conditional PNMI
+    I(phone; unit | language) / H(phone | language), and the frame-weighted mean of the
+    per-language PNMIs. Neither credits a unit for telling the languages apart."""
+    weights = np.asarray([j.sum() for j in joints], dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError("empty joint tables: no aligned frames to score")
+    weights /= weights.sum()
+    mi = np.asarray([mutual_information_bits(j) if j.sum() else 0.0 for j in joints])
+    h = np.asarray([entropy_bits(j.sum(1)) for j in joints])
+    per_lang = np.divide(mi, h, out=np.zeros_like(mi), where=h > 0)
+    h_cond = float((weights * h).sum())
+    return {"pnmi_conditional": float((weights * mi).sum()) / h_cond if h_cond > 0 else 0.0,
+            "pnmi_per_language_mean": float((weights * per_lang).sum())}
+
+
 def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int) -> dict:
     """Quality metrics over distinct utterances (numbers only, for metrics/*.json).
 
+    The headline is ``pnmi_conditional``, I(phone; unit | language) / H(phone |
+    language), with the per-language PNMIs and their frame-weighted mean: phones
+    carry their language, so the language-prefixed PNMI (``pnmi_prefixed``, the
+    classic figure) also credits units for telling the languages apart, which
+    ``language.information_bits`` = I(language; unit) measures on its own.
+    Shuffled labels (same marginals, within each language for the conditional
+    scores) give the floors that finite samples reach by chance.
+
     Utterances without an alignment are counted and left out of the phone
-    metrics (never given made-up phones); they still count for the
-    language metrics, which need only the language.
+    metrics (never given made-up phones); they still count for the language
+    metrics, which need only the language.
     """
     langs = sorted({u.lang for u in utts})
     rng = np.random.default_rng(seed)
@@ -133,33 +174,44 @@ def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, see
         "frames": {"total": int(sum(len(u.units) for u in utts)),
                    "aligned": int(sum(len(z) for z in z_parts))},
     }
+    per_lang: dict[str, dict] = {}
     if z_parts:
         y, z, lang = np.concatenate(y_parts), np.concatenate(z_parts), np.concatenate(l_parts)
-        z_shuffled = z[rng.permutation(len(z))]
         n_y = len(phone_ids)
-        out.update(_round(purity_scores(joint_counts(y, z, n_y, n_clusters))))
-        out["pnmi_shuffled"] = round(purity_scores(joint_counts(y, z_shuffled, n_y, n_clusters))["pnmi"], 4)
+        joints, shuffled_joints = [], []
+        for li, name in enumerate(langs):
+            sel = lang == li
+            if not sel.any():
+                continue
+            joint = joint_counts(y[sel], z[sel], n_y, n_clusters)
+            shuffled = joint_counts(y[sel], z[sel][rng.permutation(int(sel.sum()))], n_y, n_clusters)
+            joints.append(joint)
+            shuffled_joints.append(shuffled)
+            per_lang[name] = {**_round(purity_scores(joint)),
+                              "pnmi_shuffled": round(purity_scores(shuffled)["pnmi"], 4), "frames": int(sel.sum())}
+        out.update(_round(conditional_pnmi(joints)))
+        out["pnmi_conditional_shuffled"] = round(conditional_pnmi(shuffled_joints)["pnmi_conditional"], 4)
+        prefixed = purity_scores(joint_counts(y, z, n_y, n_clusters))
+        out["pnmi_prefixed"] = round(prefixed["pnmi"], 4)
+        out["pnmi_prefixed_shuffled"] = round(
+            purity_scores(joint_counts(y, z[rng.permutation(len(z))], n_y, n_clusters))["pnmi"], 4)
+        out["phone_purity"] = round(prefixed["phone_purity"], 4)
+        out["cluster_purity"] = round(prefixed["cluster_purity"], 4)
         out["phones"] = n_y
     all_z, all_l = np.concatenate(lz_parts), np.concatenate(lz_lang)
     lang_joint = joint_counts(all_l, all_z, len(langs), n_clusters)  # (langs, units)
     h_lang = entropy_bits(lang_joint.sum(1))
     p = lang_joint / lang_joint.sum()
     out["language"] = {
+        "information_bits": round(mutual_information_bits(lang_joint), 4),
         "nmi": round(mutual_information_bits(lang_joint) / h_lang, 4) if h_lang > 0 else 0.0,
         "purity": round(float(p.max(0).sum()), 4),
         "majority_baseline": round(float(p.sum(1).max()), 4),
     }
-    per_lang = {}
     for li, name in enumerate(langs):
-        block: dict = {"utterances": sum(u.lang == name for u in utts),
-                       "usage_entropy_bits": round(entropy_bits(lang_joint[li]), 4),
-                       "units_used": int((lang_joint[li] > 0).sum())}
-        if z_parts:
-            sel = lang == li
-            if sel.any():
-                block.update(_round(purity_scores(joint_counts(y[sel], z[sel], n_y, n_clusters))))
-                z_lang = z[sel][rng.permutation(int(sel.sum()))]  # shuffled within the language
-                block["pnmi_shuffled"] = round(purity_scores(joint_counts(y[sel], z_lang, n_y, n_clusters))["pnmi"], 4)
-        per_lang[name] = block
+        per_lang.setdefault(name, {}).update({
+            "utterances": sum(u.lang == name for u in utts),
+            "usage_entropy_bits": round(entropy_bits(lang_joint[li]), 4),
+            "units_used": int((lang_joint[li] > 0).sum())})
     out["per_language"] = per_lang
     return out

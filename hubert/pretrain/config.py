@@ -13,7 +13,7 @@ import numpy as np
 from hubert.fairseq.formats import KM, dict_file, label_file, read_label_lines
 from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
-from hubert.labels.quality import chance_bits, entropy_bits
+from hubert.labels.quality import bigram_entropy_bits, chance_bits, entropy_bits
 from hubert.pretrain.params import BatchParams, HardwareParams, PretrainParams
 
 SPLITS = ("train", "valid")
@@ -30,13 +30,18 @@ class LabelSet:
     units: K, the lines of dict.km.txt (fairseq's softmax has K + 4 classes);
     units_in_labels: 1 + the largest unit in the training labels;
     prior_entropy_bits: H(z) of the training labels, the masked loss of a model
-    that learned only the label frequencies.
+    that learned only the label frequencies; bigram_entropy_bits: H(z_t | z_(t-1)),
+    that of a model that also knew the previous unit (a second reference, not a
+    bound on a masked prediction); valid_subsets: what fairseq validates on, the
+    valid split and one per language (valid_<lang>, when the manifests have them).
     """
 
     label_rate: float
     units: int
     units_in_labels: int
     prior_entropy_bits: float
+    bigram_entropy_bits: float = 0.0
+    valid_subsets: tuple[str, ...] = ("valid",)
 
     @property
     def chance_bits(self) -> float:
@@ -49,13 +54,14 @@ def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) 
     label_rate = read_label_rate(labels)
     units = [check_labels(manifests / f"{split}.tsv", label_file(labels, split), dict_file(labels), label_rate,
                           sample_rate)["n_clusters"] for split in SPLITS][0]  # one dictionary for both splits
-    counts = np.zeros(units, dtype=np.int64)
-    for line in read_label_lines(label_file(labels, "train")):
-        counts += np.bincount(np.asarray(line, dtype=np.int64), minlength=units)
+    train = [np.asarray(line, dtype=np.int64) for line in read_label_lines(label_file(labels, "train"))]
+    counts = np.bincount(np.concatenate(train), minlength=units) if train else np.zeros(units, dtype=np.int64)
     used = np.flatnonzero(counts)
+    per_language = tuple(sorted(p.stem for p in manifests.glob("valid_*.tsv") if label_file(labels, p.stem).is_file()))
     return LabelSet(label_rate=float(label_rate), units=int(units),
                     units_in_labels=int(used[-1]) + 1 if len(used) else 0,
-                    prior_entropy_bits=entropy_bits(counts))
+                    prior_entropy_bits=entropy_bits(counts), bigram_entropy_bits=bigram_entropy_bits(train, units),
+                    valid_subsets=("valid", *per_language))
 
 
 # model keys that shape the parameters: a checkpoint of another shape cannot be continued
@@ -85,7 +91,7 @@ def input_files(manifests: str | Path, labels: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------- config
 def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate: float, save_dir: str,
-                   sample_rate: int, user_dir: str) -> dict[str, Any]:
+                   sample_rate: int, user_dir: str, valid_subsets: tuple[str, ...] = ("valid",)) -> dict[str, Any]:
     """The complete fairseq-hydra-train config (HuBERT pretraining) as a dict.
 
     Paths are used as given: pass them relative to the directory training runs in
@@ -136,6 +142,8 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
             "normalize": m.extractor_mode == "layer_norm",
         },
         "dataset": {
+            # one validation per subset: the valid split, then each language's part of it
+            "valid_subset": ",".join(valid_subsets),
             "num_workers": h.num_workers,
             "max_tokens": b.max_tokens,
             # fairseq's default 8 silently drops the last utterances of small sets

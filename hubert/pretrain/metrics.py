@@ -125,6 +125,7 @@ def final_metrics(records: list[Record], labels: LabelSet, batch: dict[str, floa
             "label_rate": labels.label_rate,
             "chance_bits": chance,
             "prior_entropy_bits": labels.prior_entropy_bits,
+            "bigram_entropy_bits": labels.bigram_entropy_bits,
         },
         "loss_m": {
             "first": first,
@@ -143,9 +144,14 @@ def final_metrics(records: list[Record], labels: LabelSet, batch: dict[str, floa
         },
         "batch": dict(batch),
     }
+    for tag in sorted({r.tag for r in records if r.tag.startswith("valid")}):
+        last_valid = [r for r in records if r.tag == tag][-1]
+        name = "valid_last" + tag[len("valid"):]  # valid_last, valid_last_en, valid_last_zh
+        out["loss_m"][name] = _stat(last_valid, MASKED_LOSS)
+        out["accuracy_m"][name] = _stat(last_valid, MASKED_ACCURACY)
     if valid:
-        out["loss_m"]["valid_last"] = _stat(valid[-1], MASKED_LOSS)
-        out["accuracy_m"]["valid_last"] = _stat(valid[-1], MASKED_ACCURACY)
+        # held-out voices against the training batches: a gap that keeps growing is overfitting
+        out["loss_m"]["valid_minus_train_bits"] = out["loss_m"]["valid_last"] - last
     return _rounded(out)
 
 

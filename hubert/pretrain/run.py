@@ -61,7 +61,8 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
 
     save_dir = f"{rel_out}/checkpoints"
     config = fairseq_config(p, manifests=rel_manifests, labels=rel_labels, label_rate=label_set.label_rate,
-                            save_dir=save_dir, sample_rate=sample_rate, user_dir=plugin_dir(root))
+                            save_dir=save_dir, sample_rate=sample_rate, user_dir=plugin_dir(root),
+                            valid_subsets=label_set.valid_subsets)
     text = config_yaml(config, config_header(rel_out))
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
