@@ -84,6 +84,30 @@ def test_every_profile_builds_both_iterations(profile):
         assert isinstance(p.model, ModelParams) and p.optimization.max_update > 0
 
 
+def test_cnn_widths_per_layer_keep_the_hop():
+    p = params("demo", "pretrain.model.conv_channels=[32,64,64,128,128,128,128]")
+    layers = ast.literal_eval(p.model.conv_feature_layers())
+    assert [c for c, _, _ in layers] == [32, 64, 64, 128, 128, 128, 128]
+    assert [(k, s) for _, k, s in layers] == [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # the 320-sample hop
+    with pytest.raises(ValueError, match="one per CNN layer"):
+        params("demo", "pretrain.model.conv_channels=[32,64]")
+
+
+def test_pre_ln_and_tri_stage_reach_fairseqs_config():
+    p = params("demo", "pretrain.model.layer_norm_first=true", "pretrain.optimization.lr_scheduler=tri_stage",
+               "pretrain.optimization.phase_ratio=[0.05,0.45,0.5]", "pretrain.optimization.final_lr_scale=0.1")
+    cfg = config(p)
+    assert cfg["model"]["layer_norm_first"] is True
+    assert cfg["lr_scheduler"] == {"_name": "tri_stage", "phase_ratio": [0.05, 0.45, 0.5], "init_lr_scale": 0.01,
+                                   "final_lr_scale": 0.1}
+    assert config(params("demo"))["lr_scheduler"] == {"_name": "polynomial_decay", "warmup_updates": 50}
+    assert run_identity(cfg, [])["model.layer_norm_first"] == "True"  # a post-LN checkpoint is not continued
+    with pytest.raises(ValueError, match="phase_ratio"):
+        params("demo", "pretrain.optimization.phase_ratio=[0.5,0.5,0.5]")
+    with pytest.raises(ValueError, match="lr_scheduler"):
+        params("demo", "pretrain.optimization.lr_scheduler=cosine")
+
+
 def test_demo_profile_is_the_measured_cpu_model():
     p = params("demo")
     m = p.model

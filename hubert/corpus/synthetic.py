@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubert.corpus.realism import Channel, RealismConfig, apply, draw_channel
 from hubert.corpus.records import Candidate
 from hubert.corpus.textgen import LANGS, TextGenerator, read_extra_text
 
@@ -78,6 +79,8 @@ class SyntheticConfig:
     # 16 bits; an utterance that peaks above PEAK_LIMIT is synthesised again
     # at 2/3 the volume.
     volume: int = 75
+    # Recording conditions per voice (channel, room) and utterance (noise); off by default.
+    realism: RealismConfig = field(default_factory=RealismConfig)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
     extra = read_extra_text(cfg.extra_text) if cfg.extra_text else []
     speakers = synthetic_speakers(cfg)
     engine = Espeak()
+    channels: dict[str, Channel] = {}
     for li, lang in enumerate(LANGS):
         n = int(cfg.utterances.get(lang, 0))
         voices = [s for s in speakers if s.lang == lang]
@@ -141,6 +145,13 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
                 volume = volume * 2 // 3
                 syn = engine.synthesize(text, spk.voice, rate, pitch, volume=volume)
             wav = syn.waveform
+            if cfg.realism.enabled:
+                if spk.id not in channels:
+                    channels[spk.id] = draw_channel(cfg.realism, np.random.default_rng(
+                        [cfg.seed, 7, li, speakers.index(spk)]), syn.sample_rate)
+                noise_rng = np.random.default_rng([cfg.seed, 8, li, i])
+                wav = apply(wav, syn.sample_rate, channels[spk.id], float(noise_rng.uniform(*cfg.realism.snr_db)),
+                            noise_rng)
             if cfg.noise_dbfs is not None:
                 noise = np.random.default_rng([cfg.seed, li, i]).standard_normal(len(wav), dtype=np.float32)
                 wav = wav + noise * np.float32(10 ** (cfg.noise_dbfs / 20))

@@ -14,7 +14,7 @@ from hubert.fairseq.formats import KM, dict_file, label_file, read_label_lines
 from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
 from hubert.labels.quality import bigram_entropy_bits, chance_bits, entropy_bits
-from hubert.pretrain.params import BatchParams, HardwareParams, PretrainParams
+from hubert.pretrain.params import BatchParams, HardwareParams, OptimizationParams, PretrainParams
 
 SPLITS = ("train", "valid")
 CONFIG_NAME = "fairseq_config"
@@ -67,7 +67,7 @@ def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) 
 # model keys that shape the parameters: a checkpoint of another shape cannot be continued
 SHAPE_KEYS = ("conv_feature_layers", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
               "encoder_attention_heads", "final_dim", "conv_pos", "conv_pos_groups", "extractor_mode",
-              "untie_final_proj")
+              "untie_final_proj", "layer_norm_first")
 # task keys that say what the labels are
 LABEL_KEYS = ("labels", "label_rate", "sample_rate", "normalize")
 
@@ -177,7 +177,7 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
             "adam_eps": o.adam_eps,
             "weight_decay": o.weight_decay,
         },
-        "lr_scheduler": {"_name": "polynomial_decay", "warmup_updates": o.warmup_updates},
+        "lr_scheduler": lr_scheduler(o),
         "model": {
             "_name": "hubert",
             "label_rate": label_rate,
@@ -185,6 +185,14 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
             **{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "conv_channels"},
         },
     }
+
+
+def lr_scheduler(o: OptimizationParams) -> dict[str, Any]:
+    """fairseq's lr_scheduler block for the params' schedule."""
+    if o.lr_scheduler == "tri_stage":
+        return {"_name": "tri_stage", "phase_ratio": list(o.phase_ratio), "init_lr_scale": 0.01,
+                "final_lr_scale": o.final_lr_scale}
+    return {"_name": "polynomial_decay", "warmup_updates": o.warmup_updates}
 
 
 def config_header(config_dir: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from hubert.params import from_dict
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+LR_SCHEDULERS = ("polynomial_decay", "tri_stage")
 ITERATIONS = ("iter1", "iter2")
 # HuBERT's CNN: [(C,10,5)] + [(C,3,2)]*4 + [(C,2,2)]*2, a hop of 5 * 2**6 = 320
 # samples (20 ms at 16 kHz). Only the channel count is a parameter: the hop fixes
@@ -21,9 +22,13 @@ CONV_HOP = math.prod(s for _, s in CONV_KERNELS_STRIDES)
 @dataclass(frozen=True)
 class ModelParams:
     """``pretrain.model``: fairseq ``model.*`` keys of the same names, except
-    conv_channels (the width of every CNN layer; kernels and strides are HuBERT's)."""
+    conv_channels: the width of every CNN layer, or a list of 7 widths, one per
+    layer (narrow early layers cost least: they run at 3200 and 1600 frames per
+    second); kernels and strides are HuBERT's, so the 320-sample hop stays.
+    layer_norm_first: pre-LN transformer layers (HuBERT Large's choice), which
+    tolerate higher learning rates than post-LN."""
 
-    conv_channels: int
+    conv_channels: int | tuple
     encoder_layers: int
     encoder_embed_dim: int
     encoder_ffn_embed_dim: int
@@ -43,8 +48,13 @@ class ModelParams:
     dropout_features: float
     encoder_layerdrop: float
     logit_temp: float
+    layer_norm_first: bool = False
 
     def __post_init__(self) -> None:
+        widths = self.conv_widths()
+        if len(widths) != len(CONV_KERNELS_STRIDES) or min(widths) < 1:
+            raise ValueError(f"pretrain.model.conv_channels={self.conv_channels!r}: give one positive width, or "
+                             f"{len(CONV_KERNELS_STRIDES)} (one per CNN layer)")
         for name, divisor in (("encoder_attention_heads", self.encoder_attention_heads),
                               ("conv_pos_groups", self.conv_pos_groups)):
             if divisor <= 0 or self.encoder_embed_dim % divisor:
@@ -55,10 +65,15 @@ class ModelParams:
         if not 0.0 <= self.mask_prob <= 1.0:
             raise ValueError(f"pretrain.model.mask_prob={self.mask_prob} must be in [0, 1]")
 
+    def conv_widths(self) -> list[int]:
+        if isinstance(self.conv_channels, int):
+            return [self.conv_channels] * len(CONV_KERNELS_STRIDES)
+        return [int(c) for c in self.conv_channels]
+
     def conv_feature_layers(self) -> str:
         """fairseq's conv_feature_layers: a list of (channels, kernel, stride) as a
         string (fairseq eval()s it; ours is a plain literal)."""
-        return "[" + ", ".join(f"({self.conv_channels},{k},{s})" for k, s in CONV_KERNELS_STRIDES) + "]"
+        return "[" + ", ".join(f"({c},{k},{s})" for c, (k, s) in zip(self.conv_widths(), CONV_KERNELS_STRIDES)) + "]"
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,11 @@ class LossParams:
 
 @dataclass(frozen=True)
 class OptimizationParams:
-    """``pretrain.optimization``: Adam with polynomial decay after a linear warm-up."""
+    """``pretrain.optimization``: Adam and a learning-rate schedule: lr_scheduler
+    polynomial_decay (linear warm-up over warmup_updates, then linear decay to 0 at
+    max_update: HuBERT's recipe) or tri_stage (warm-up, hold, exponential decay to
+    final_lr_scale x lr, lasting phase_ratio of max_update: wav2vec 2.0's
+    fine-tuning schedule, which keeps the peak rate longer)."""
 
     lr: float
     warmup_updates: int
@@ -82,8 +101,19 @@ class OptimizationParams:
     adam_eps: float
     weight_decay: float
     clip_norm: float
+    lr_scheduler: str = "polynomial_decay"
+    phase_ratio: tuple = (0.1, 0.4, 0.5)
+    final_lr_scale: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"pretrain.optimization.lr_scheduler={self.lr_scheduler!r}: use one of "
+                             f"{', '.join(LR_SCHEDULERS)}")
+        if len(self.phase_ratio) != 3 or min(self.phase_ratio) < 0 or abs(sum(self.phase_ratio) - 1) > 1e-6:
+            raise ValueError(f"pretrain.optimization.phase_ratio={list(self.phase_ratio)}: three non-negative "
+                             "fractions (warm-up, hold, decay) that sum to 1")
+        if not 0 < self.final_lr_scale <= 1:
+            raise ValueError(f"pretrain.optimization.final_lr_scale={self.final_lr_scale} must be in (0, 1]")
         if self.max_update <= 0:
             raise ValueError(f"pretrain.optimization.max_update={self.max_update} must be positive")
         if not 0 <= self.warmup_updates < self.max_update:
