@@ -65,6 +65,8 @@ def test_the_low_pass_takes_the_top_off_and_the_room_adds_a_tail():
 def test_bad_ranges_are_refused():
     with pytest.raises(ValueError, match="realism.snr_db"):
         RealismConfig(snr_db=(25.0, 10.0))
+    with pytest.raises(ValueError, match=r"realism.snr_db=20.0: give a range \[low, high\]"):
+        RealismConfig(snr_db=20.0)
 
 
 def test_the_built_in_corpus_with_realism_is_deterministic_and_differs_from_the_dry_one():

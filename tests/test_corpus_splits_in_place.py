@@ -54,6 +54,15 @@ def test_librispeech_subsets_map_to_our_splits(tmp_path, make_wav):
     assert {(c.subset, c.split, c.speaker) for c in import_candidates(one)} == {("dev-clean", "valid", "ls84")}
 
 
+def test_the_subset_is_the_folder_above_the_speaker_whatever_the_root(tmp_path, make_wav, capsys):
+    librispeech(tmp_path, make_wav)
+    spec = import_spec({"format": "librispeech", "root": str(tmp_path),  # the folder above LibriSpeech/
+                        "split": {"dev-clean": "valid", "test-clean": "test", "dev-other": "valid"}})
+    got = {c.id: (c.subset, c.split) for c in import_candidates(spec)}
+    assert got["84-100-0000"] == ("dev-clean", "valid") and got["19-100-0000"] == ("train-clean-100", None)
+    assert "split names subset(s) ['dev-other'] that it does not have" in capsys.readouterr().err
+
+
 def test_aishell_dev_and_test_folders_map_to_valid_and_test(tmp_path, make_wav):
     root = tmp_path / "aishell"
     for subset, spk in (("train", "S0002"), ("dev", "S0724"), ("test", "S0764")):
@@ -103,6 +112,11 @@ def test_a_manifest_without_speakers_is_held_out_by_utterance_with_a_warning():
     warning = speaker_warning(utts, cfg)
     assert "without a speaker (en: 50)" in warning and "valid_fraction_without_speakers" in warning
     assert speaker_warning([u for u in utts if u.lang == "zh"], cfg) is None
+
+
+def test_a_few_utterances_without_speakers_still_give_valid_and_test_one_each():
+    splits = split_by_speaker(utterances(9, "en"), BalanceConfig())  # 5% of 9 rounds to 0
+    assert (len(splits["valid"]), len(splits["test"]), len(splits["train"])) == (1, 1, 7)
 
 
 def test_a_generic_manifest_without_a_speaker_column_gets_unknown_speakers(tmp_path, make_wav):

@@ -77,6 +77,13 @@ def test_imported_corpus_without_alignments_runs_every_stage(tmp_path, tiny_corp
     assert layers["aligned_utterances"] == 0 and "best_layer" not in layers and layers["n_layers"] == 2
     assert "no alignments: none of the" in out and "no phone alignments to rank the layers: the middle layer" in out
     for it in ("iter1", "iter2"):
-        assert metrics[f"pretrain_{it}"]["training"]["updates"] == 40
+        pretrain = metrics[f"pretrain_{it}"]
+        assert pretrain["training"]["updates"] == 40
+        # one validation per language beside the whole valid split, as metrics and as curves
+        assert {"valid_last", "valid_last_en", "valid_last_zh", "valid_minus_train_bits"} <= set(pretrain["loss_m"])
+        assert {"valid_last_en", "valid_last_zh"} <= set(pretrain["accuracy_m"])
+        for lang in ("en", "zh"):
+            assert (repo / f"dvclive/pretrain_{it}/plots/metrics/valid_{lang}/loss_m.tsv").is_file()
+    assert (repo / "data" / "layers_iter1" / "choice.json").is_file()
     assert str(LIBRI_CLIP.name) in (repo / "data" / "manifests" / "train.tsv").read_text() + (
         repo / "data" / "manifests" / "valid.tsv").read_text() + (repo / "data" / "manifests" / "test.tsv").read_text()

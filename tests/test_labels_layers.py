@@ -14,8 +14,8 @@ import yaml
 from hubert.fairseq.formats import read_tsv
 from hubert.labels.features import read_waveform
 from hubert.labels.hubert_layers import HubertFeatureReader
-from hubert.labels.layers import SCORES, Drawn, chosen_layer, distinct_utterances, draw
-from hubert.labels.params import SweepConfig
+from hubert.labels.layers import SCORES, Drawn, chosen_layer, distinct_utterances, draw, sweep_layers
+from hubert.labels.params import SweepConfig, iteration_config
 from hubert.params import from_dict
 from stages import layers as layers_stage
 from tests._labels_fixtures import make_tiny_checkpoint
@@ -92,6 +92,20 @@ def test_sweep_fits_on_train_and_scores_the_valid_voices(sweep, tiny_manifests):
     assert sweep["fit_utterances"] == len(rows["train"])
     assert sweep["scored_utterances"] == len(rows["valid"])
     assert 0 < sweep["fit_frames"] < sweep["frames"]
+
+
+def test_a_sweep_whose_valid_voices_have_no_phones_says_so(one_thread, ckpt, tiny_params, tiny_manifests,
+                                                           tiny_corpus, tmp_path, capsys):
+    """Alignments imported for train only: nothing to score, so no ranking (and no crash)."""
+    valid = {rel for rel, _ in read_tsv(tiny_manifests / "valid.tsv")[1]}
+    rows = [json.loads(line) for line in (tiny_corpus / "manifest.jsonl").read_text().splitlines()]
+    (tmp_path / "manifest.jsonl").write_text("".join(
+        json.dumps({**r, "alignment": None if r["path"] in valid else r["alignment"]}) + "\n" for r in rows))
+    labels = yaml.safe_load(tiny_params.read_text())["labels"]
+    metrics = sweep_layers(iteration_config(labels, "iter2"), from_dict(SweepConfig, labels["sweep"]), ckpt,
+                           tiny_manifests, tmp_path, 16000)
+    assert "best_layer" not in metrics and metrics["aligned_utterances"] > 0
+    assert "none of the" in capsys.readouterr().out and chosen_layer(metrics)[0] == 1
 
 
 def test_without_alignments_the_middle_layer_is_chosen():

@@ -421,15 +421,28 @@ def test_schedule_hardware_and_logging_changes_continue_from_the_checkpoint(tmp_
     assert (save / LAST).is_file() and set_aside_dirs(save) == [] and decision.overrides == ()
 
 
-def test_precision_between_fp32_and_half_continues_with_a_fresh_optimizer(tmp_path):
+def test_precision_fp16_and_bf16_continue_each_other_but_not_fp32():
+    """fairseq keeps Adam's state in FairseqAdam (fp32) or FP16Optimizer (fp16, bf16) and refuses
+    the other's; its reset_optimizer would also restart the update count, so fp32 <-> half starts over."""
+    def identity(precision: str) -> dict[str, str]:
+        gpus = "0" if precision == "fp32" else "1"
+        cfg = config(params("demo", f"pretrain.hardware.gpus={gpus}", f"pretrain.hardware.precision={precision}"))
+        return run_identity(cfg, [])
+
+    assert identity("fp16") == identity("bf16")
+    assert identity("fp32")["precision"] == "fp32" and identity("fp16")["precision"] == "fp16/bf16"
+
+
+def test_a_log_line_cut_short_is_dropped_and_a_damaged_log_is_named(tmp_path, capsys):
     save = tmp_path / "ckpt"
-    prepare_save_dir(save, IDENTITY, CONFIG)
-    killed_after(save, 10, [2, 4, 10])
-    decision = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, common={"fp16": True}))
-    assert decision.update == 10 and decision.overrides == ("checkpoint.reset_optimizer=true",)
-    assert "optimizer state starts afresh" in decision.why
-    again = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, common={"fp16": True}))
-    assert again.overrides == ()  # run.json now records fp16
+    write_log(save, [2, 4])
+    with open(save / LOG_FILE, "a") as f:
+        f.write('{"tag": "train_inner", "step": 6, "sta')
+    assert [r.step for r in read_log(save)] == [2, 4]
+    assert "cut short" in capsys.readouterr().out
+    (save / LOG_FILE).write_text("garbage\n" + (save / LOG_FILE).read_text())
+    with pytest.raises(ValueError, match="train_log.jsonl:1: not a training-log record"):
+        read_log(save)
 
 
 @pytest.mark.parametrize("key, value", [("model.encoder_layers", "4"), ("file iter1/train.km", "b" * 64),

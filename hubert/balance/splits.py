@@ -78,8 +78,10 @@ def split_by_speaker(utts: list[Utterance], cfg: BalanceConfig) -> dict[str, lis
             where = [held.get(u.speaker, "train") if w is None and u.speaker else w for u, w in zip(group, where)]
         anonymous = [i for i, (u, w) in enumerate(zip(group, where)) if w is None]
         random.Random(_lang_seed(cfg.seed, lang, 4)).shuffle(anonymous)
-        n_test_anon = round(cfg.test_fraction_without_speakers * len(anonymous)) if n_test else 0
-        n_valid_anon = round(cfg.valid_fraction_without_speakers * len(anonymous)) if n_valid else 0
+        # at least one utterance each when asked for and there are enough to leave train some
+        floor = 1 if len(anonymous) >= 3 else 0
+        n_test_anon = max(floor, round(cfg.test_fraction_without_speakers * len(anonymous))) if n_test else 0
+        n_valid_anon = max(floor, round(cfg.valid_fraction_without_speakers * len(anonymous))) if n_valid else 0
         for rank, i in enumerate(anonymous):
             where[i] = "test" if rank < n_test_anon else "valid" if rank < n_test_anon + n_valid_anon else "train"
         for name in SPLIT_NAMES:

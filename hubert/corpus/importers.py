@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def librispeech_candidates(root: str | Path) -> Iterator[Candidate]:
     for flac in sorted(root.rglob("*.flac")):
         text, error = texts.get(flac.stem, (None, None))
         parts = flac.relative_to(root).parts
-        subset = parts[0] if len(parts) >= 4 else root.name
+        subset = parts[-4] if len(parts) >= 4 else root.name
         speaker = parts[-3] if len(parts) >= 3 else "unknown"
         yield Candidate(id=flac.stem, lang="en", speaker=f"ls{speaker}", source=str(flac), text=text,
                         text_error=error, path=flac, outside_root=not inside(flac, root), subset=subset)
@@ -207,10 +208,18 @@ def import_spec(entry: dict[str, Any]) -> ImportSpec:
 
 
 def import_candidates(spec: ImportSpec, alignments: Alignments | None = None) -> Iterator[Candidate]:
-    """The candidates of one import, with their split, copy mode and alignment (by id)."""
+    """The candidates of one import, with their split, copy mode and alignment (by id).
+    A split mapping key that names no subset of the import is reported (a typo would
+    otherwise send that subset to the default hold-out)."""
+    subsets: set[str | None] = set()
     for c in IMPORTERS[spec.format](spec):
+        subsets.add(c.subset)
         c.split = spec.split_of(c.subset)
         c.copy = spec.copy
         if alignments is not None and c.id in alignments.by_id:
             c.alignment, c.alignment_source = alignments.by_id[c.id], alignments.source[c.id]
         yield c
+    unmatched = sorted(set(spec.split) - subsets) if isinstance(spec.split, dict) else []
+    if unmatched:
+        print(f"warning: corpus.imports entry for {spec.root}: split names subset(s) {unmatched} that it does not "
+              f"have (its subsets: {sorted(str(s) for s in subsets)}); fix the mapping", file=sys.stderr)

@@ -35,7 +35,10 @@ class RealismConfig:
 
     def __post_init__(self) -> None:
         for name in ("lowpass_hz", "highpass_hz", "rt60_s", "snr_db"):
-            low, high = getattr(self, name)
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"corpus.synthetic.realism.{name}={value!r}: give a range [low, high]")
+            low, high = value
             if not 0 <= low <= high:
                 raise ValueError(f"corpus.synthetic.realism.{name}={list(getattr(self, name))}: give [low, high] "
                                  "with 0 <= low <= high")

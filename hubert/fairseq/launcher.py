@@ -112,14 +112,10 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _half(config: dict[str, str]) -> bool:
-    return config.get("common.fp16") == "true" or config.get("common.bf16") == "true"
-
-
 @dataclass(frozen=True)
 class Resume:
     """What :func:`prepare_save_dir` decided: the update training continues from (0 =
-    start), why, and fairseq overrides this launch needs to continue."""
+    start), why, and fairseq overrides this launch needs to continue (none so far)."""
 
     update: int
     why: str
@@ -146,10 +142,8 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     choice: for pretraining the model's shape, the label set and the bytes of
     the data); when it differs from the one stored beside the checkpoints in
     run.json, they are set aside (:func:`set_aside`) and training starts over.
-    Any other change (max_update, GPUs, workers, precision, logging, ...)
-    continues from the checkpoint and is listed in the message; switching
-    between fp32 and fp16/bf16 changes fairseq's optimizer wrapper, so the
-    optimizer state is reset (checkpoint.reset_optimizer). The training log is
+    Any other change (max_update, GPUs, workers, logging, ...) continues from
+    the checkpoint and is listed in the message. The training log is
     cut back to the checkpoint, since fairseq redoes the updates logged after
     it. Messages name the directory as ``shown`` (default: as given).
     """
@@ -181,10 +175,6 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
         changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if k in before and before[k] != v]
         why = f"resuming from {shown}/{LAST} at update {resume}"
         why += f" (changed since: {'; '.join(changed)})" if changed else " (same config and inputs)"
-        if before and _half(before) != _half(now):
-            # FairseqAdam vs FP16Optimizer: fairseq refuses the stored optimizer state
-            overrides = ("checkpoint.reset_optimizer=true",)
-            why += "; precision moved between fp32 and fp16/bf16: the optimizer state starts afresh"
     kept = [r for r in read_log(save_dir) if r.step <= resume] if resume else []
     save_dir.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"identity": identity, "config": now}, indent=2, sort_keys=True) + "\n",
@@ -244,10 +234,22 @@ class Record:
 
 
 def read_log(save_dir: str | Path) -> list[Record]:
+    """The records of ``train_log.jsonl``; a last line cut short (a crash or a full disk
+    while it was written) is dropped with a warning, a bad line before it is an error."""
     path = Path(save_dir) / LOG_FILE
     if not path.is_file():
         return []
-    return [Record.from_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(Record.from_json(line))
+        except (json.JSONDecodeError, TypeError) as exc:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}:{i + 1}: not a training-log record ({exc}); the log is damaged: move "
+                                 f"{path.parent} aside to start over") from exc
+            print(f"warning: {path}:{i + 1} was cut short ({exc}); dropped, training redoes it")
+    return records
 
 
 # ---------------------------------------------------------------- DVCLive

@@ -160,15 +160,15 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
     counts = {"n_layers": reader.n_layers, "n_clusters": it.kmeans.n_clusters, "label_rate": reader.frame_rate,
               "utterances": len(utts), "aligned_utterances": sum(m.alignment is not None for m in meta),
               "fit_utterances": n_fit}
-    if counts["aligned_utterances"] == 0:
-        # PNMI and purities need phones: without alignments there is nothing to rank the layers by
-        print(f"layers: no alignments: none of the {len(utts)} drawn utterances has phones in "
-              f"{corpus}/manifest.jsonl, so PNMI, purities and the best layer are absent; import alignments "
-              "(corpus.imports[].alignments) to rank the layers")
-        return counts
     if n_fit == 0 or n_fit == len(utts):
         raise ValueError(f"the draw of {len(utts)} utterances holds {n_fit} train utterances: k-means is fitted "
                          "on train and scored on valid, so it needs both; raise labels.sweep.max_utterances")
+    if not any(m.alignment is not None for m in meta[n_fit:]):
+        # PNMI and purities need phones: without alignments there is nothing to rank the layers by
+        print(f"layers: no alignments: none of the {len(utts) - n_fit} drawn valid utterances (the scored ones) "
+              f"has phones in {corpus}/manifest.jsonl, so PNMI, purities and the best layer are absent; import "
+              "alignments for valid too (corpus.imports[].alignments) to rank the layers")
+        return counts
     print(f"layers: {reader.n_layers} layers x {len(utts)} utterances ({n_fit} fit k-means, "
           f"{sum(u.num_samples for u in utts) / sample_rate / 3600:.2f} h), K={it.kmeans.n_clusters}")
 
@@ -178,7 +178,7 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
         workers = min(it.features.workers, len(utts))  # one shard per worker thread, none empty
         hubert_dir, mfcc_dir = Path(tmp) / "hubert", Path(tmp) / "mfcc"
         # one utterance per forward (max_batch_samples 0): the values never depend on the grouping
-        all_layers_cfg = dataclasses.replace(it.features, nshard=workers, max_batch_samples=0)
+        all_layers_cfg = dataclasses.replace(it.features, nshard=workers, max_batch_samples=0, dtype="float32")
         lengths = dump_split(tsv, SPLIT, hubert_dir, all_layers_cfg, sample_rate, extractor=AllLayers(reader))
         mfcc = MfccExtractor(sample_rate)
         mfcc_lengths = dump_split(tsv, SPLIT, mfcc_dir, FeatureConfig(nshard=workers, workers=workers), sample_rate,

@@ -75,10 +75,15 @@ LABEL_KEYS = ("labels", "label_rate", "sample_rate", "normalize")
 def run_identity(config: dict[str, Any], inputs: list[Path]) -> dict[str, str]:
     """What a checkpoint must have been trained on to be continued by this config: the
     model's shape, the label set and the bytes of the manifests, labels and dictionary
-    (not their paths: a clone elsewhere continues the same run). Everything else
-    (max_update, GPUs, precision, workers, logging, learning rate, ...) may change
-    between a checkpoint and its continuation."""
+    (not their paths: a clone elsewhere continues the same run), and whether
+    precision is fp32 or half (fp16 and bf16 continue each other). Everything else
+    (max_update, GPUs, workers, logging, learning rate, ...) may change between a
+    checkpoint and its continuation."""
     identity = {f"model.{k}": str(config["model"][k]) for k in SHAPE_KEYS}
+    # fairseq keeps an fp32 run's Adam state in FairseqAdam and an fp16/bf16 run's in FP16Optimizer,
+    # and refuses the other's; its only way round (reset_optimizer) also restarts the update count
+    half = config["common"]["fp16"] or config["common"]["bf16"]
+    identity["precision"] = "fp16/bf16" if half else "fp32"
     identity |= {f"task.{k}": str(config["task"][k]) for k in LABEL_KEYS}
     identity |= {f"file {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in inputs}
     return identity
