@@ -140,3 +140,20 @@ def test_label_files_are_written_whole(tmp_path):
         write_dict(tmp_path / "dict.km.txt", counts)
     assert (tmp_path / "dict.km.txt").read_text() == "0 1\n1 1\n2 2\n3 0\n"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_float16_features_are_stored_half_size_and_read_back_as_float32(tiny_manifests, tmp_path):
+    for dtype in ("float32", "float16"):
+        dump_split(tiny_manifests / "valid.tsv", "valid", tmp_path / dtype,
+                   FeatureConfig(nshard=1, workers=1, dtype=dtype), 16000, progress=False)
+    full = np.load(tmp_path / "float32" / "valid_0_1.npy")
+    half = np.load(tmp_path / "float16" / "valid_0_1.npy")
+    assert half.dtype == np.float16 and half.nbytes * 2 == full.nbytes
+    assert np.allclose(half.astype(np.float32), full, rtol=1e-3, atol=0.1)  # float16's 11-bit mantissa
+    sample = load_sample(tmp_path / "float16", "valid", -1, seed=0)
+    assert sample.dtype == np.float32 and sample.shape == full.shape
+    km = fit_kmeans(full, _cfg(n_clusters=8))
+    same = (assign(km, full)[0] == assign(km, half)[0]).mean()
+    assert same > 0.99  # the same centroids label float16 features almost exactly alike
+    with pytest.raises(ValueError, match="features.dtype"):
+        FeatureConfig(dtype="int8")
