@@ -9,6 +9,7 @@ import pytest
 
 from hubert.labels.quality import (
     UttLabels,
+    bigram_entropy_bits,
     conditional_pnmi,
     entropy_bits,
     frame_centres,
@@ -17,6 +18,7 @@ from hubert.labels.quality import (
     mutual_information_bits,
     phones_at,
     purity_scores,
+    unit_and_pair_counts,
 )
 from tests.testdata import non_numeric_leaves
 
@@ -146,3 +148,19 @@ def test_conditional_pnmi_weights_languages_by_frames_not_by_count():
     assert got["pnmi_per_language_mean"] == pytest.approx(12 / 36)
     with pytest.raises(ValueError, match="no aligned frames"):
         conditional_pnmi([np.zeros((2, 2))])
+
+
+def test_unit_and_pair_counts_stream_in_chunks_and_give_the_bigram_entropy():
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 5, size=n) for n in (0, 1, 7, 30, 12)]
+    counts, pairs = unit_and_pair_counts(sequences, 5)
+    assert counts.sum() == 50 and pairs.sum() == 6 + 29 + 11
+    small_counts, small_pairs = unit_and_pair_counts(iter(sequences), 5, chunk_frames=3)  # many flushes
+    assert np.array_equal(small_counts, counts) and np.array_equal(small_pairs, pairs)
+    prev = np.concatenate([x[:-1] for x in sequences if len(x) > 1])
+    cur = np.concatenate([x[1:] for x in sequences if len(x) > 1])
+    joint = joint_counts(prev, cur, 5, 5)
+    assert np.array_equal(pairs, joint)
+    expected = entropy_bits(joint.ravel()) - entropy_bits(joint.sum(1))
+    assert bigram_entropy_bits(sequences, 5) == pytest.approx(expected)
+    assert bigram_entropy_bits([np.array([3])], 5) == 0.0  # no pair at all

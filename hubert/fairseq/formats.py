@@ -83,9 +83,16 @@ def dict_file(label_dir: str | Path, label: str = KM) -> Path:
     return Path(label_dir) / f"dict.{label}.txt"
 
 
+def iter_label_lines(path: str | Path) -> Iterator[list[str]]:
+    """A label file's lines of whitespace-separated tokens (unparsed), one at a time."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield line.split()
+
+
 def read_label_lines(path: str | Path) -> list[list[str]]:
     """A label file as its lines of whitespace-separated tokens (unparsed)."""
-    return [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return list(iter_label_lines(path))
 
 
 def write_km(path: str | Path, labels: Iterable[np.ndarray]) -> None:

@@ -28,6 +28,7 @@ its unit usage and how many units it uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,17 +80,48 @@ def entropy_bits(counts: np.ndarray) -> float:
     return _entropy(counts / counts.sum()) if counts.sum() > 0 else 0.0
 
 
-def bigram_entropy_bits(sequences: list[np.ndarray], n_units: int) -> float:
+def unit_and_pair_counts(sequences: Iterable[np.ndarray], n_units: int,
+                         chunk_frames: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(units,) counts and (units, units) counts of consecutive pairs within each sequence,
+    streamed: sequences are counted in chunks of about chunk_frames frames, so a label
+    file of any size needs no more memory than one chunk."""
+    counts = np.zeros(n_units, dtype=np.int64)
+    pairs = np.zeros(n_units * n_units, dtype=np.int64)
+    units: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal held
+        if units:
+            counts[:] += np.bincount(np.concatenate(units), minlength=n_units)
+            pairs[:] += np.bincount(np.concatenate(codes), minlength=n_units * n_units)
+        units.clear()
+        codes.clear()
+        held = 0
+
+    for x in sequences:
+        x = np.asarray(x, dtype=np.int64)
+        units.append(x)
+        codes.append(x[:-1] * n_units + x[1:])
+        held += len(x)
+        if held >= chunk_frames:
+            flush()
+    flush()
+    return counts, pairs.reshape(n_units, n_units)
+
+
+def conditional_entropy_bits(joint: np.ndarray) -> float:
+    """H(b | a) in bits from a joint count table (a along rows, b along columns)."""
+    joint = np.asarray(joint)
+    return entropy_bits(joint.ravel()) - entropy_bits(joint.sum(1)) if joint.sum() > 0 else 0.0
+
+
+def bigram_entropy_bits(sequences: Iterable[np.ndarray], n_units: int) -> float:
     """H(z_t | z_(t-1)) in bits over the unit pairs within each sequence: the masked loss of a
     model that knew the previous unit and the pair statistics (a second reference beside the
     prior H(z), which knows neither)."""
-    pairs = [np.asarray(x, dtype=np.int64) for x in sequences if len(x) > 1]
-    if not pairs:
-        return 0.0
-    prev = np.concatenate([x[:-1] for x in pairs])
-    cur = np.concatenate([x[1:] for x in pairs])
-    joint = joint_counts(prev, cur, n_units, n_units)
-    return entropy_bits(joint.ravel()) - entropy_bits(joint.sum(1))
+    return conditional_entropy_bits(unit_and_pair_counts(sequences, n_units)[1])
 
 
 def mutual_information_bits(joint: np.ndarray) -> float:

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from hubert.fairseq.formats import KM, dict_file, label_file, read_label_lines
+from hubert.fairseq.formats import KM, dict_file, iter_label_lines, label_file
 from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
-from hubert.labels.quality import bigram_entropy_bits, chance_bits, entropy_bits
+from hubert.labels.quality import chance_bits, conditional_entropy_bits, entropy_bits, unit_and_pair_counts
 from hubert.pretrain.params import BatchParams, HardwareParams, OptimizationParams, PretrainParams
 
 SPLITS = ("train", "valid")
@@ -54,13 +54,14 @@ def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) 
     label_rate = read_label_rate(labels)
     units = [check_labels(manifests / f"{split}.tsv", label_file(labels, split), dict_file(labels), label_rate,
                           sample_rate)["n_clusters"] for split in SPLITS][0]  # one dictionary for both splits
-    train = [np.asarray(line, dtype=np.int64) for line in read_label_lines(label_file(labels, "train"))]
-    counts = np.bincount(np.concatenate(train), minlength=units) if train else np.zeros(units, dtype=np.int64)
+    # streamed: the training labels of a large corpus need not fit in memory
+    counts, pairs = unit_and_pair_counts((np.asarray(line, dtype=np.int64)
+                                          for line in iter_label_lines(label_file(labels, "train"))), units)
     used = np.flatnonzero(counts)
     per_language = tuple(sorted(p.stem for p in manifests.glob("valid_*.tsv") if label_file(labels, p.stem).is_file()))
     return LabelSet(label_rate=float(label_rate), units=int(units),
                     units_in_labels=int(used[-1]) + 1 if len(used) else 0,
-                    prior_entropy_bits=entropy_bits(counts), bigram_entropy_bits=bigram_entropy_bits(train, units),
+                    prior_entropy_bits=entropy_bits(counts), bigram_entropy_bits=conditional_entropy_bits(pairs),
                     valid_subsets=("valid", *per_language))
 
 
