@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,10 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 @dataclass(frozen=True)
 class Resume:
     """What :func:`prepare_save_dir` decided: the update training continues from (0 =
-    start), why, and fairseq overrides this launch needs to continue (none so far)."""
+    start), and why."""
 
     update: int
     why: str
-    overrides: tuple[str, ...] = ()
 
 
 def set_aside(save_dir: Path, reason: str) -> Path:
@@ -166,7 +165,6 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
             problem = f"{shown}/{LAST} cannot be read ({exc})"
         if resume and not [r for r in read_log(save_dir) if r.step <= resume]:
             resume, problem = 0, f"{shown}/{LOG_FILE} is missing, so the curves could not be complete"
-    overrides: tuple[str, ...] = ()
     if problem:
         resume = 0
         why = f"{problem}: set aside in {set_aside(save_dir, problem)}; starting from update 0"
@@ -180,7 +178,7 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     run_file.write_text(json.dumps({"identity": identity, "config": now}, indent=2, sort_keys=True) + "\n",
                         encoding="utf-8")
     (save_dir / LOG_FILE).write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
-    return Resume(resume, why, overrides)
+    return Resume(resume, why)
 
 
 # ---------------------------------------------------------------- log records
@@ -320,10 +318,9 @@ class RunResult:
     process_s: float
 
 
-def train_command(config_dir: str, config_name: str, overrides: Iterable[str] = ()) -> list[str]:
+def train_command(config_dir: str, config_name: str) -> list[str]:
     """fairseq-hydra-train with the interpreter running us (the same venv)."""
-    return [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", config_dir, "--config-name", config_name,
-            *overrides]
+    return [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", config_dir, "--config-name", config_name]
 
 
 def launch(run: Run) -> RunResult:
@@ -348,15 +345,14 @@ def launch(run: Run) -> RunResult:
             print(f"{run.name}: {run.save_dir}/{LAST} already has {resume} of {run.max_update} updates: "
                  "nothing to train")
             return RunResult(records, resume, 0.0)
-        return _stream(run, records, plots, resume, decision.overrides)
+        return _stream(run, records, plots, resume)
     finally:
         plots.close()
 
 
-def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int,
-            overrides: tuple[str, ...]) -> RunResult:
+def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> RunResult:
     save_path = run.root / run.save_dir
-    cmd = train_command(run.config_dir, run.config_name, overrides)
+    cmd = train_command(run.config_dir, run.config_name)
     print(f"{run.name}: " + " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # records must arrive when logged: we time them
     start = time.monotonic()
