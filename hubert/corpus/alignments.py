@@ -13,6 +13,7 @@ audio and transcript, without an alignment. Nothing valid is lost.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,9 +157,15 @@ def fit_to_audio(intervals: list[tuple[str, float, float]], duration: float) -> 
                          "another recording?")
     if t < duration:
         out.append([SILENCE, t, duration])
+    return merge_intervals(out)
+
+
+def merge_intervals(intervals: Iterable[Sequence]) -> list[list]:
+    """``[[phone, start, end], ...]`` without empty intervals, adjacent equal phones merged,
+    times rounded to milliseconds: the corpus's alignment format."""
     merged: list[list] = []
-    for phone, start, end in out:
-        if end - start <= 0:
+    for phone, start, end in intervals:
+        if end <= start:
             continue
         if merged and merged[-1][0] == phone:
             merged[-1][2] = round(end, 3)

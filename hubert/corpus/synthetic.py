@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubert.corpus.alignments import SILENCE, merge_intervals
 from hubert.corpus.realism import Channel, RealismConfig, apply, draw_channel
 from hubert.corpus.records import Candidate
 from hubert.corpus.textgen import LANGS, TextGenerator, read_extra_text
-
-SILENCE = "sil"
 
 
 # ---------------------------------------------------------------- alignment
@@ -32,16 +31,8 @@ def phone_intervals(phones: list[tuple[str, float]], duration: float) -> list[li
         cleaned.append((name, min(max(start, 0.0), duration)))
     if not cleaned or cleaned[0][1] > 0:
         cleaned.insert(0, (SILENCE, 0.0))
-    out: list[list] = []
-    for i, (name, start) in enumerate(cleaned):
-        end = cleaned[i + 1][1] if i + 1 < len(cleaned) else duration
-        if end <= start:
-            continue
-        if out and out[-1][0] == name:
-            out[-1][2] = round(end, 3)
-        else:
-            out.append([name, round(start, 3), round(end, 3)])
-    return out
+    ends = [start for _, start in cleaned[1:]] + [duration]
+    return merge_intervals((name, start, end) for (name, start), end in zip(cleaned, ends))
 
 
 # ---------------------------------------------------------------- synthetic corpus
