@@ -147,3 +147,4 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> int:
     torch.save(state, tmp)
     os.replace(tmp, dst)
     return int(state["optimizer_history"][-1]["num_updates"])
+

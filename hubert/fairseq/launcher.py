@@ -354,7 +354,9 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
     save_path = run.root / run.save_dir
     cmd = train_command(run.config_dir, run.config_name)
     print(f"{run.name}: " + " ".join(cmd))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # records must arrive when logged: we time them
+    # records must arrive when logged (we time them); fairseq opens manifests and labels in text mode
+    # with the locale's encoding, which is ASCII in a bare C locale: Mandarin labels need UTF-8
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONUTF8="1")
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=run.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)

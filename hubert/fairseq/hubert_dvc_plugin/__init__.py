@@ -7,7 +7,9 @@ worker included). The generated configs set ``common.user_dir:
 hubert/fairseq/hubert_dvc_plugin`` (relative to the repository root, which is
 the training process's working directory).
 
-Two fixes for HuBERT pretraining:
+Two fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
+fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
+``autoregressive`` field):
 
 1. torch >= 2.6 loads checkpoints with ``weights_only=True``, and fairseq's
    resume from ``checkpoint_last.pt`` then fails on the one fairseq class a
@@ -36,9 +38,11 @@ import torch
 from fairseq.data.data_utils import compute_mask_indices
 from fairseq.models.hubert import hubert as fairseq_hubert
 
+from hubert.fairseq import fixes
 from hubert.fairseq.checkpoint import allowed_globals
 
 torch.serialization.add_safe_globals(allowed_globals())
+fixes.apply()
 
 
 def seeded_compute_mask_indices(shape, padding_mask, *args, **kwargs):
