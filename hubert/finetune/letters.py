@@ -1,0 +1,216 @@
+"""Character targets for CTC fine-tuning: one vocabulary for Mandarin and English.
+
+Transcripts arrive normalised by the corpus stage (en: lower-case a-z and
+apostrophes; zh: Han characters). Tokens follow fairseq's letter convention:
+
+- English: each letter a token and ``|`` after every word (fairseq's
+  ``" ".join(text.replace(" ", "|")) + " |"``), so ``hi there`` is
+  ``h i | t h e r e |``;
+- Mandarin: each Han character a token, no word boundary (spaces in zh text
+  carry nothing: CER removes them);
+- at a switch from Mandarin to English a ``|`` too (the switch back is already
+  marked by the English word's own ``|``): ``我们 ok`` is ``我 们 | o k |``.
+
+The vocabulary comes from the fine-tuning transcripts only. A token of another
+split that it lacks becomes ``<unk>`` in the label file and is counted, never
+dropped silently; an utterance with nothing left (empty, or only unknown
+tokens) is skipped and counted.
+
+Two label sets share those tokens: ``ltr`` and ``lidltr``, the latter with a
+language-ID token (``<en>`` / ``<zh>``) as the first target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hubert.fairseq.formats import dict_file, label_file, read_tsv, write_dict, write_lines, write_tsv
+
+BOUNDARY = "|"
+UNK = "<unk>"
+UNK_TEXT = "\u2047"  # how a decoded <unk> reads in a hypothesis: one token that matches no reference
+# fairseq's Dictionary adds these four itself; a dict file that lists one fails to load
+FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", UNK)
+_LID = re.compile(r"^<[a-z]{2,3}>$")
+LABELS = ("ltr", "lidltr")  # fairseq task.labels: {split}.ltr / dict.ltr.txt, {split}.lidltr / dict.lidltr.txt
+
+
+def lid_token(lang: str) -> str:
+    return f"<{lang}>"
+
+
+def is_han(ch: str) -> bool:
+    """CJK Unified Ideographs (with Extension A) and the compatibility block."""
+    code = ord(ch)
+    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+
+
+def tokens(text: str) -> list[str]:
+    """The letter tokens of a normalised transcript (see the module docstring)."""
+    out: list[str] = []
+    for word in text.split():
+        run = ""
+        for ch in word + " ":  # the trailing space flushes the last Latin run
+            if is_han(ch) or ch == " ":
+                if run:
+                    if out and is_han(out[-1]):
+                        out.append(BOUNDARY)  # a switch from Mandarin to English
+                    out += [*run, BOUNDARY]
+                    run = ""
+                if ch != " ":
+                    out.append(ch)
+            else:
+                run += ch
+    return out
+
+
+def text_of(symbols: Iterable[str]) -> tuple[str, str | None]:
+    """(transcript, language of the first language-ID token or None) of decoded symbols:
+    ``|`` is a space, Latin letters join into words, Han characters stay as they are,
+    ``<unk>`` reads as one unknown character, fairseq's other specials (``<s>``,
+    ``<pad>``, ``</s>``: never targets) are dropped."""
+    text, lang = "", None
+    for s in symbols:
+        if s == UNK:
+            s = UNK_TEXT
+        elif s in FAIRSEQ_SPECIALS:
+            continue
+        elif _LID.match(s):
+            lang = lang or s[1:-1]
+            continue
+        if s == BOUNDARY:
+            text += " "
+        elif text and not text.endswith(" ") and is_han(s) != is_han(text[-1]):
+            text += " " + s  # a switch of script without a boundary still separates two words
+        else:
+            text += s
+    return " ".join(text.split()), lang
+
+
+def build_vocabulary(texts: Iterable[str]) -> Counter:
+    """Token counts of the fine-tuning transcripts: the vocabulary."""
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(tokens(text))
+    return counts
+
+
+def dictionary_lines(counts: Counter, langs: Iterable[str] = ()) -> list[tuple[str, int]]:
+    """``dict.*.txt`` rows: language-ID tokens first (when given), then the tokens by
+    falling count, ties by code point: the same transcripts give the same file."""
+    rows = [(lid_token(lang), 1) for lang in sorted(langs)]
+    rows += sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    clash = [s for s, _ in rows if s in FAIRSEQ_SPECIALS]
+    if clash:
+        raise ValueError(f"transcripts contain fairseq's reserved symbols {clash}; remove them in normalisation")
+    return rows
+
+
+@dataclass
+class SplitCount:
+    """What happened to one split of one language on its way to labels."""
+
+    utterances: int = 0
+    kept: int = 0
+    skipped_empty: int = 0
+    skipped_unknown_only: int = 0
+    tokens: int = 0
+    unk_tokens: int = 0
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"utterances": self.utterances, "kept": self.kept, "skipped_empty": self.skipped_empty,
+                "skipped_unknown_only": self.skipped_unknown_only, "unk_tokens": self.unk_tokens,
+                "unk_rate": round(self.unk_tokens / self.tokens, 4) if self.tokens else 0.0}
+
+
+@dataclass
+class Labelled:
+    """One split's utterances that have a target: indices into the manifest, and
+    their ``ltr`` and ``lidltr`` lines; counts per language."""
+
+    keep: list[int] = field(default_factory=list)
+    ltr: list[str] = field(default_factory=list)
+    lidltr: list[str] = field(default_factory=list)
+    counts: dict[str, SplitCount] = field(default_factory=dict)
+
+
+def label_lines(texts: list[str], langs: list[str], vocabulary: set[str]) -> Labelled:
+    """The label lines of a split: unknown tokens as ``<unk>`` (counted); an
+    utterance with no token, or none but unknown ones, is skipped (counted)."""
+    out = Labelled()
+    for i, (text, lang) in enumerate(zip(texts, langs)):
+        count = out.counts.setdefault(lang, SplitCount())
+        count.utterances += 1
+        toks = tokens(text)
+        if not toks:
+            count.skipped_empty += 1
+            continue
+        mapped = [t if t in vocabulary else UNK for t in toks]
+        unknown = sum(t == UNK for t in mapped)
+        count.tokens += len(mapped)
+        count.unk_tokens += unknown
+        if all(t in (UNK, BOUNDARY) for t in mapped):
+            count.skipped_unknown_only += 1
+            continue
+        count.kept += 1
+        out.keep.append(i)
+        out.ltr.append(" ".join(mapped))
+        out.lidltr.append(" ".join([lid_token(lang), *mapped]))
+    return out
+
+
+# ---------------------------------------------------------------- the letters stage
+SPLITS = ("finetune", "valid", "test")
+
+
+def write_letters(manifests: str | Path, out: str | Path) -> dict:
+    """The letters stage: the vocabulary of ``manifests/finetune.wrd``, and for each of
+    finetune, valid and test (all languages, then ``{split}_{lang}``) the manifest,
+    ``.wrd``, ``.lang``, ``.ltr`` and ``.lidltr`` of the utterances that have a
+    target. Returns the metrics (vocabulary size, per split and language: kept,
+    skipped, unknown-token rate)."""
+    manifests, out = Path(manifests), Path(out)
+    sources = {split: read_split(manifests, split) for split in SPLITS}
+    root, rows, texts, langs = sources["finetune"]
+    if not rows:
+        raise ValueError(f"{manifests / 'finetune.tsv'} lists no utterance: nothing to fine-tune on; raise "
+                         "balance.finetune_fraction or give the corpus transcribed training speech")
+    counts = build_vocabulary(texts)
+    all_langs = sorted({lang for _, _, _, ls in sources.values() for lang in ls})
+    out.mkdir(parents=True, exist_ok=True)
+    write_dict(dict_file(out, "ltr"), [c for _, c in dictionary_lines(counts)],
+               [s for s, _ in dictionary_lines(counts)])
+    lid_rows = dictionary_lines(counts, all_langs)
+    write_dict(dict_file(out, "lidltr"), [c for _, c in lid_rows], [s for s, _ in lid_rows])
+    vocabulary = set(counts)
+    metrics: dict = {"vocabulary": {"tokens": len(counts), "han": sum(is_han(t) for t in counts),
+                                    "latin": sum(not is_han(t) and t != BOUNDARY for t in counts)},
+                     "splits": {}}
+    for split, (root, rows, texts, langs) in sources.items():
+        done = label_lines(texts, langs, vocabulary)
+        metrics["splits"][split] = {lang: c.as_metrics() for lang, c in sorted(done.counts.items())}
+        for lang in [None, *sorted(set(langs))]:
+            keep = [i for i in done.keep if lang is None or langs[i] == lang]
+            pos = {i: n for n, i in enumerate(done.keep)}
+            name = split if lang is None else f"{split}_{lang}"
+            write_tsv(out / f"{name}.tsv", root, (rows[i] for i in keep))
+            write_lines(out / f"{name}.wrd", (texts[i] for i in keep))
+            write_lines(out / f"{name}.lang", (langs[i] for i in keep))
+            write_lines(label_file(out, name, "ltr"), (done.ltr[pos[i]] for i in keep))
+            write_lines(label_file(out, name, "lidltr"), (done.lidltr[pos[i]] for i in keep))
+    return metrics
+
+
+def read_split(manifests: Path, split: str) -> tuple[str, list[tuple[str, int]], list[str], list[str]]:
+    """(root, rows, transcripts, languages) of one split of the balance stage's manifests."""
+    root, rows = read_tsv(manifests / f"{split}.tsv")
+    texts = (manifests / f"{split}.wrd").read_text(encoding="utf-8").splitlines()
+    langs = (manifests / f"{split}.lang").read_text(encoding="utf-8").splitlines()
+    if not len(rows) == len(texts) == len(langs):
+        raise ValueError(f"{manifests}/{split}.tsv, .wrd and .lang differ in length ({len(rows)}, {len(texts)}, "
+                         f"{len(langs)} lines); re-run the balance stage (dvc repro -f balance)")
+    return root, rows, texts, langs
