@@ -84,6 +84,7 @@ def dep_problems(dvc_yaml: dict, repo: Path = REPO) -> list[str]:
     """One message per stage and missing (or superfluous) code dep."""
     problems = []
     for name, stage in dvc_yaml["stages"].items():
+        stage = stage.get("do", stage)  # a foreach stage: its template
         deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
         needed = code_run_by(stage_script(stage["cmd"]), repo)
 
