@@ -150,9 +150,9 @@ def label_lines(texts: list[str], langs: list[str], vocabulary: set[str]) -> Lab
             count.skipped_empty += 1
             continue
         mapped = [t if t in vocabulary else UNK for t in toks]
-        unknown = sum(t == UNK for t in mapped)
-        count.tokens += len(mapped)
-        count.unk_tokens += unknown
+        # the rate counts characters (not word boundaries), of every transcript, kept or skipped
+        count.tokens += sum(t != BOUNDARY for t in mapped)
+        count.unk_tokens += sum(t == UNK for t in mapped)
         if all(t in (UNK, BOUNDARY) for t in mapped):
             count.skipped_unknown_only += 1
             continue
@@ -180,12 +180,13 @@ def write_letters(manifests: str | Path, out: str | Path) -> dict:
         raise ValueError(f"{manifests / 'finetune.tsv'} lists no utterance: nothing to fine-tune on; raise "
                          "balance.finetune_fraction or give the corpus transcribed training speech")
     counts = build_vocabulary(texts)
+    # the word boundary even when the fine-tuning text has no English: else every English
+    # boundary elsewhere would become <unk>
+    counts.setdefault(BOUNDARY, 0)
     all_langs = sorted({lang for _, _, _, ls in sources.values() for lang in ls})
     out.mkdir(parents=True, exist_ok=True)
-    write_dict(dict_file(out, "ltr"), [c for _, c in dictionary_lines(counts)],
-               [s for s, _ in dictionary_lines(counts)])
-    lid_rows = dictionary_lines(counts, all_langs)
-    write_dict(dict_file(out, "lidltr"), [c for _, c in lid_rows], [s for s, _ in lid_rows])
+    for label, rows in (("ltr", dictionary_lines(counts)), ("lidltr", dictionary_lines(counts, all_langs))):
+        write_dict(dict_file(out, label), [c for _, c in rows], [s for s, _ in rows])
     vocabulary = set(counts)
     metrics: dict = {"vocabulary": {"tokens": len(counts), "han": sum(is_han(t) for t in counts),
                                     "latin": sum(not is_han(t) and t != BOUNDARY for t in counts)},
@@ -193,9 +194,9 @@ def write_letters(manifests: str | Path, out: str | Path) -> dict:
     for split, (root, rows, texts, langs) in sources.items():
         done = label_lines(texts, langs, vocabulary)
         metrics["splits"][split] = {lang: c.as_metrics() for lang, c in sorted(done.counts.items())}
+        pos = {i: n for n, i in enumerate(done.keep)}
         for lang in [None, *sorted(set(langs))]:
             keep = [i for i in done.keep if lang is None or langs[i] == lang]
-            pos = {i: n for n, i in enumerate(done.keep)}
             name = split if lang is None else f"{split}_{lang}"
             write_tsv(out / f"{name}.tsv", root, (rows[i] for i in keep))
             write_lines(out / f"{name}.wrd", (texts[i] for i in keep))

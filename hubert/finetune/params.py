@@ -143,8 +143,11 @@ def variants(section: dict[str, Any]) -> dict[str, Variant]:
             raise ValueError(f"{where}.init={v.init!r}: use pretrain/iter1, pretrain/iter2 or finetune/<variant>")
         if v.weights not in WEIGHTS:
             raise ValueError(f"{where}.weights={v.weights!r}: use one of {', '.join(WEIGHTS)}")
-        if not v.languages:
-            raise ValueError(f"{where}.languages is empty: name the languages to fine-tune on, e.g. [en, zh]")
+        if not isinstance(v.languages, tuple) or not v.languages or not all(
+                isinstance(lang, str) for lang in v.languages):
+            raise ValueError(f"{where}.languages={v.languages!r}: give a list of languages, e.g. [en, zh] or [zh]")
+        if not isinstance(v.lid, bool):
+            raise ValueError(f"{where}.lid={v.lid!r}: true or false")
         if v.max_update is not None and v.max_update <= 0:
             raise ValueError(f"{where}.max_update={v.max_update} must be positive (or null)")
         seen, at = [name], v

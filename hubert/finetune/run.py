@@ -193,17 +193,16 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
     }
 
 
-def run_identity(config: dict[str, Any], inputs: list[Path]) -> dict[str, str]:
+def run_identity(config: dict[str, Any], starts: list[Path], inputs: list[Path]) -> dict[str, str]:
     """What a fine-tuning checkpoint must have been trained from to be continued: the
-    start (its bytes), random or pretrained weights, the label set and precision
-    family, and the bytes of the manifests, labels and dictionary."""
-    model, task, common = config["model"], config["task"], config["common"]
-    identity = {"model.w2v_path": file_digest(model["w2v_path"]),
-                "model.no_pretrained_weights": str(model["no_pretrained_weights"]),
+    bytes of its start (the pretrained checkpoint, and the fine-tuned one it continues),
+    random or pretrained weights, the label set and precision family, and the bytes of
+    the manifests, labels and dictionary."""
+    task, common = config["task"], config["common"]
+    identity = {"model.no_pretrained_weights": str(config["model"]["no_pretrained_weights"]),
                 "task.labels": str(task["labels"]), "task.normalize": str(task["normalize"]),
                 "precision": "fp16/bf16" if common["fp16"] or common["bf16"] else "fp32"}
-    if config["checkpoint"].get("finetune_from_model"):
-        identity["checkpoint.finetune_from_model"] = file_digest(config["checkpoint"]["finetune_from_model"])
+    identity |= {f"start {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in starts}
     identity |= {f"file {Path(p).name}": file_digest(p) for p in inputs}
     return identity
 
@@ -310,9 +309,7 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
           f"{' (shape only: random weights)' if start.random_weights and not start.continue_from else ''}")
     result = launch(Run(
         root=root, config_dir=rel_out, config_name=CONFIG_NAME, save_dir=save_dir, config=config,
-        identity=run_identity({**config, "model": {**config["model"], "w2v_path": str(root / start.pretrained)},
-                               "checkpoint": {**config["checkpoint"], **({"finetune_from_model": str(
-                                   root / start.continue_from)} if start.continue_from else {})}}, inputs),
+        identity=run_identity(config, [root / s for s in (start.pretrained, start.continue_from) if s], inputs),
         max_update=config["optimization"]["max_update"], live_dir=live_dir, plot_values=plot_values,
         # fairseq's ctc criterion logs sentences per batch (bsz), not samples: audio is estimated from the mean length
         audio_per_update_s=lambda stats: stats.get("bsz", 0.0) * mean_s,
