@@ -20,14 +20,8 @@ from typing import Any
 import jiwer
 import numpy as np
 
-# (first, last) code points of the Han blocks: CJK Unified Ideographs, Extension A, and the two
-# compatibility blocks. Extensions B+ are left out on purpose: they do not occur in our corpora.
-HAN_RANGES: tuple[tuple[int, int], ...] = (
-    (0x4E00, 0x9FFF),    # CJK Unified Ideographs
-    (0x3400, 0x4DBF),    # Extension A
-    (0xF900, 0xFAFF),    # CJK Compatibility Ideographs
-    (0x2F800, 0x2FA1F),  # CJK Compatibility Ideographs Supplement
-)
+from hubert.finetune.letters import HAN_RANGES, is_han  # noqa: F401 (is_han: part of this module's API)
+
 _HAN_CLASS = "".join(f"{chr(a)}-{chr(b)}" for a, b in HAN_RANGES)
 # one Han character, or a maximal run of anything that is neither Han nor whitespace (an English word)
 _MIXED = re.compile(f"[{_HAN_CLASS}]|[^\\s{_HAN_CLASS}]+")
@@ -59,12 +53,6 @@ def greedy_ctc(emissions: Any, blank: int = 0) -> list[int]:
 
 
 # ---------------------------------------------------------------- tokenisation
-def is_han(ch: str) -> bool:
-    """Whether the single character ``ch`` is a Han ideograph (see HAN_RANGES)."""
-    cp = ord(ch)
-    return any(a <= cp <= b for a, b in HAN_RANGES)
-
-
 def mixed_tokens(text: str) -> list[str]:
     """Code-switching tokens: each Han character alone, each maximal non-Han non-space run as one word."""
     return _MIXED.findall(text)

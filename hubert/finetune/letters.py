@@ -43,10 +43,20 @@ def lid_token(lang: str) -> str:
     return f"<{lang}>"
 
 
+# (first, last) code points of the Han blocks. Extensions B+ are left out: the corpus
+# stage's normalisation keeps only these, and no corpus here uses the others.
+HAN_RANGES: tuple[tuple[int, int], ...] = (
+    (0x4E00, 0x9FFF),    # CJK Unified Ideographs
+    (0x3400, 0x4DBF),    # Extension A
+    (0xF900, 0xFAFF),    # CJK Compatibility Ideographs
+    (0x2F800, 0x2FA1F),  # CJK Compatibility Ideographs Supplement
+)
+
+
 def is_han(ch: str) -> bool:
-    """CJK Unified Ideographs (with Extension A) and the compatibility block."""
+    """Whether the single character ``ch`` is a Han ideograph (see HAN_RANGES)."""
     code = ord(ch)
-    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+    return any(a <= code <= b for a, b in HAN_RANGES)
 
 
 def tokens(text: str) -> list[str]:
