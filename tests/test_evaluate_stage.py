@@ -107,3 +107,20 @@ def test_a_variant_without_a_model_is_named(clone, tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"scratch/checkpoint\.pt does not exist.*dvc repro finetune@scratch"):
         run_evaluate(clone, path, tmp_path, monkeypatch)
+
+
+def test_a_model_of_another_vocabulary_is_refused(clone, tmp_path, monkeypatch):
+    letters = tmp_path / "letters"
+    import shutil
+
+    shutil.copytree(clone / "data" / "letters", letters)
+    lines = (letters / "dict.ltr.txt").read_text(encoding="utf-8").splitlines()
+    (letters / "dict.ltr.txt").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one symbol fewer
+    from stages import evaluate as evaluate_stage
+
+    monkeypatch.chdir(clone)
+    with pytest.raises(ValueError, match=r"iter1/checkpoint\.pt outputs another vocabulary than .*dict\.ltr\.txt.*"
+                                         r"dvc repro finetune@iter1"):
+        evaluate_stage.main(["--params", str(evaluate_params(clone, tmp_path)), "--finetuned", "data/finetune",
+                             "--letters", str(letters), "--out", str(tmp_path / "eval"),
+                             "--metrics", str(tmp_path / "eval.json")])

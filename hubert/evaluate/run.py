@@ -35,7 +35,7 @@ from hubert.evaluate.scoring import (
     paired_bootstrap,
     utterance_errors,
 )
-from hubert.fairseq.formats import read_tsv
+from hubert.fairseq.formats import dict_file, read_dict, read_tsv
 from hubert.finetune.letters import UNK_TEXT, text_of
 from hubert.finetune.params import Variant
 from hubert.params import from_dict
@@ -146,6 +146,7 @@ class Decoder:
         self.torch = torch
         self.model, task = load_finetuned(checkpoint)
         self.symbols = list(task.target_dictionary.symbols)
+        self.nspecial = task.target_dictionary.nspecial
         self.blank = task.target_dictionary.bos()  # fairseq's CTC blank is <s>, index 0
         self.normalize = bool(task.cfg.normalize)
 
@@ -247,6 +248,10 @@ def evaluate(p: EvaluateParams, declared: dict[str, Variant], *, finetuned: str 
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint} does not exist: run its stage first (dvc repro finetune@{name})")
         decoder = Decoder(checkpoint)
+        vocabulary = dict_file(letters, "lidltr" if variant.lid else "ltr")
+        if decoder.symbols[decoder.nspecial:] != read_dict(vocabulary):
+            raise ValueError(f"{checkpoint} outputs another vocabulary than {vocabulary} (e.g. a model fine-tuned "
+                             f"before the letters stage changed): re-run it (dvc repro finetune@{name})")
         langs = set(variant.languages)
         mine = [it for it in items if it.lang in langs or (it.lang == "mix" and {"en", "zh"} <= langs)]
         start, rows = time.monotonic(), []
