@@ -15,7 +15,7 @@ FAIRSEQ := $(shell $(PYTHON) -c "import tomllib; deps = tomllib.load(open('pypro
 export PATH := $(abspath $(BIN)):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install params repro test bench metrics-diff
+.PHONY: install params repro test bench metrics-diff ci-gate ci-baseline exp-show
 
 install: $(STAMP)
 
@@ -49,6 +49,22 @@ metrics-diff: install
 	@if git rev-parse -q --verify '$(BASE)^{commit}' >/dev/null; then \
 		echo "dvc metrics diff $(BASE) (workspace):"; $(BIN)/dvc metrics diff --md '$(BASE)'; \
 	else echo "metrics-diff: revision $(BASE) is not in this clone; nothing to compare"; fi
+
+# The headline of `dvc exp show` (python -m hubert.experiments): the params that differ
+# between the rows and the metrics that answer the project's questions, as Markdown.
+# ARGS go to `dvc exp show`, e.g. ARGS=-A for every commit.
+ARGS ?=
+exp-show: install
+	$(BIN)/python -m hubert.experiments $(ARGS)
+
+# The CI metrics gate: the tiny pipeline in a throwaway clone of HEAD, its metrics diff
+# against the committed baseline (.ci/tiny/metrics) and a failure beyond .ci/tolerance.yaml.
+# ci-baseline replaces the baseline with a fresh tiny run of HEAD (commit first, then commit .ci/tiny).
+ci-gate: install
+	.ci/tiny_run.sh
+
+ci-baseline: install
+	.ci/tiny_run.sh --update
 
 bench: install
 	$(BIN)/python -m bench.features --corpus data/corpus --manifests data/manifests

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The tiny pipeline in a throwaway clone of this repository's HEAD, then:
+#   .ci/tiny_run.sh           the metrics diff against the committed baseline (.ci/tiny/metrics)
+#                             as a Markdown table, and the gate (.ci/metrics_gate.py, .ci/tolerance.yaml)
+#   .ci/tiny_run.sh --update  replace the baseline with this run's metrics (make ci-baseline)
+# It reuses this checkout's .venv (make install first) and never touches its files
+# except .ci/tiny/ with --update.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+git clone -q "$repo" "$work/repo"
+cd "$work/repo"
+ln -s "$repo/.venv" .venv
+# ../shared beside the clone, as beside the checkout (the evaluate stage's real speech)
+if [ -d "$repo/../shared" ]; then ln -s "$(cd "$repo/../shared" && pwd)" "$work/shared"; fi
+export PYTHONPATH="$work/repo"  # the clone's code, not the checkout's (the venv installs it editable)
+if [ "${1:-}" != "--update" ]; then
+    # the baseline as the committed metrics/, so that `dvc metrics diff` compares the run with it
+    rm -rf metrics && cp -r "$repo/.ci/tiny/metrics" metrics
+    git add -A metrics && git -c user.name=ci -c user.email=ci@localhost commit -q -m "tiny baseline"
+fi
+start=$(date +%s)
+make repro PROFILE=tiny > "$work/repro.log" 2>&1 || { tail -50 "$work/repro.log"; exit 1; }
+echo "tiny pipeline: $(( $(date +%s) - start )) s"
+if [ "${1:-}" = "--update" ]; then
+    rm -rf "$repo/.ci/tiny/metrics" && mkdir -p "$repo/.ci/tiny" && cp -r metrics "$repo/.ci/tiny/metrics"
+    echo "baseline written to .ci/tiny/metrics: commit it"
+    exit 0
+fi
+echo "dvc metrics diff (committed tiny baseline -> this run):"
+.venv/bin/dvc metrics diff --md HEAD
+.venv/bin/python "$repo/.ci/metrics_gate.py" --baseline "$repo/.ci/tiny/metrics" --fresh metrics \
+    --tolerance "$repo/.ci/tolerance.yaml"
