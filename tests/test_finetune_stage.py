@@ -206,3 +206,32 @@ def test_metrics_file_is_numbers_only(run):
     for variant in ("iter1", "iter1_zh"):
         assert not non_numeric_leaves(json.loads(
             (run.clone / "metrics" / "finetune" / f"{variant}.json").read_text()))
+
+
+def test_what_a_finished_run_may_and_may_not_be_continued_with(run):
+    """A new learning rate, mask or batch starts over (else a finished run would report the old model under
+    the new params); a longer run, other hardware or logging continue."""
+    import copy
+
+    import yaml
+
+    from hubert.finetune.run import run_identity
+
+    config = yaml.safe_load((run.clone / "data" / "finetune" / "iter1" / "fairseq_config.yaml").read_text())
+    starts = [run.clone / "data" / "pretrain" / "iter1" / "checkpoint.pt"]
+    inputs = [run.clone / "data" / "letters" / "finetune.tsv"]
+    base = run_identity(config, starts, inputs)
+
+    def changed(section: str, key: str, value) -> bool:
+        other = copy.deepcopy(config)
+        other[section][key] = value
+        return run_identity(other, starts, inputs) != base
+
+    assert changed("optimization", "lr", [0.001])
+    assert changed("model", "mask_prob", 0.3)
+    assert changed("dataset", "max_tokens", 50000)
+    assert changed("common", "seed", 7)
+    assert not changed("optimization", "max_update", 60)
+    assert not changed("dataset", "num_workers", 2)
+    assert not changed("common", "log_interval", 1)
+    assert not changed("distributed_training", "distributed_world_size", 2)

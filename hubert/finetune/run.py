@@ -31,6 +31,7 @@ from hubert.fairseq.launcher import (
     TrainingError,
     config_yaml,
     file_digest,
+    flatten,
     hydra_block,
     launch,
     plugin_dir,
@@ -193,15 +194,22 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
     }
 
 
+# what may change between a checkpoint and its continuation: how long, where, on what
+# hardware, how often to log, validate and save; paths (the bytes behind them are in the identity)
+CONTINUABLE = ("hydra.", "defaults", "common.log_interval", "common.user_dir", "common.cpu", "checkpoint.",
+               "distributed_training.", "dataset.num_workers", "dataset.data_buffer_size",
+               "dataset.validate_interval", "optimization.max_update", "task.data", "task.label_dir",
+               "model.w2v_path")
+
+
 def run_identity(config: dict[str, Any], starts: list[Path], inputs: list[Path]) -> dict[str, str]:
-    """What a fine-tuning checkpoint must have been trained from to be continued: the
-    bytes of its start (the pretrained checkpoint, and the fine-tuned one it continues),
-    random or pretrained weights, the label set and precision family, and the bytes of
-    the manifests, labels and dictionary."""
-    task, common = config["task"], config["common"]
-    identity = {"model.no_pretrained_weights": str(config["model"]["no_pretrained_weights"]),
-                "task.labels": str(task["labels"]), "task.normalize": str(task["normalize"]),
-                "precision": "fp16/bf16" if common["fp16"] or common["bf16"] else "fp32"}
+    """What a fine-tuning checkpoint must have been trained with to be continued: every
+    config key that shapes the training (learning rate, schedule, masking, batch, labels,
+    precision, seed, ...), the bytes of its start (the pretrained checkpoint, and the
+    fine-tuned one it continues) and of the manifests, labels and dictionary. Only
+    max_update, hardware, logging, validation and saving may change: a finished run given
+    another learning rate starts over rather than reporting the old model under new params."""
+    identity = {k: v for k, v in flatten(config).items() if not k.startswith(CONTINUABLE)}
     identity |= {f"start {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in starts}
     identity |= {f"file {Path(p).name}": file_digest(p) for p in inputs}
     return identity
