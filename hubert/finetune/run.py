@@ -52,10 +52,12 @@ class StartError(ValueError):
 @dataclass(frozen=True)
 class Start:
     """What a variant's model is built from: the pretrained checkpoint (w2v_path, its
-    config) and, for adaptation, the fine-tuned checkpoint whose weights it continues."""
+    config and its label dictionaries, which shape the model's label embeddings) and,
+    for adaptation, the fine-tuned checkpoint whose weights it continues."""
 
     pretrained: str
     pretrained_cfg: dict[str, Any]
+    label_dictionaries: Any
     random_weights: bool
     continue_from: str | None = None
 
@@ -85,7 +87,8 @@ def resolve_start(name: str, variant: Variant, checkpoint: str | Path, root: str
         if model_name != "hubert":
             raise StartError(f"finetune.variants.{name}: {shown} holds a {model_name!r} model, not a pretrained "
                              "HuBERT (model._name 'hubert'); init pretrain/* must be a pretrain stage's checkpoint")
-        return Start(shown, _cfg(state), variant.weights == "random")
+        return Start(shown, _cfg(state), (state.get("task_state") or {}).get("dictionaries"),
+                     variant.weights == "random")
     if model_name != "hubert_ctc":
         raise StartError(f"finetune.variants.{name}: {shown} holds a {model_name!r} model, not a fine-tuned "
                          "hubert_ctc one; init finetune/<variant> must name a fine-tuning variant")
@@ -93,7 +96,9 @@ def resolve_start(name: str, variant: Variant, checkpoint: str | Path, root: str
     if not model_cfg.get("w2v_args"):
         raise StartError(f"finetune.variants.{name}: {shown} does not carry its pretrained config (w2v_args); "
                          "re-run its finetune stage, which exports it portable")
-    return Start(str(model_cfg["w2v_path"]), dict(model_cfg["w2v_args"]), True, continue_from=shown)
+    # an exported variant carries its pretrained checkpoint's dictionaries (export_portable)
+    return Start(str(model_cfg["w2v_path"]), dict(model_cfg["w2v_args"]), state["task_state"].get("dictionaries"),
+                 True, continue_from=shown)
 
 
 def train_subsets(variant: Variant, letters: str | Path) -> tuple[str, list[str]]:
@@ -215,7 +220,7 @@ def run_identity(config: dict[str, Any], starts: list[Path], inputs: list[Path])
     return identity
 
 
-def export_portable(src: str | Path, dst: str | Path, start: Start, root: str | Path) -> int:
+def export_portable(src: str | Path, dst: str | Path, start: Start) -> int:
     """Write a fine-tuned checkpoint that loads without its pretrained checkpoint.
 
     fairseq's hubert_ctc stores ``w2v_args: null`` and re-reads the pretrained
@@ -225,10 +230,9 @@ def export_portable(src: str | Path, dst: str | Path, start: Start, root: str | 
     embeddings) in ``task_state``; optimizer state and the trainer's meters go.
     """
     state = safe_load(src)
-    pretrained = safe_load(Path(root) / start.pretrained)
-    state["cfg"]["model"]["w2v_args"] = pretrained["cfg"]
+    state["cfg"]["model"]["w2v_args"] = start.pretrained_cfg
     state["cfg"]["model"]["w2v_path"] = start.pretrained  # where it came from (relative): not read when loading
-    state.setdefault("task_state", {})["dictionaries"] = (pretrained.get("task_state") or {}).get("dictionaries")
+    state.setdefault("task_state", {})["dictionaries"] = start.label_dictionaries
     if state["cfg"].get("checkpoint", {}).get("finetune_from_model"):
         state["cfg"]["checkpoint"]["finetune_from_model"] = None
     state.pop("last_optimizer_state", None)
@@ -296,10 +300,11 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
     if start.continue_from:
         check_dictionary(root / start.continue_from, dict_file(letters, label))
     train_subset, valid_subsets = train_subsets(variant, letters)
+    letters = Path(letters)
     rel_letters, rel_out = portable_path(letters, root), portable_path(out, root)
     save_dir = f"{rel_out}/checkpoints"
-    letters = Path(letters)
     _, rows = read_tsv(letters / f"{train_subset}.tsv")
+    total_s = sum(n for _, n in rows) / sample_rate
     shortest = min(n for _, n in rows)  # masking runs in training only
     config = fairseq_config(p, variant, start, hardware=hardware, letters=rel_letters, save_dir=save_dir,
                             sample_rate=sample_rate, user_dir=plugin_dir(root), train_subset=train_subset,
@@ -311,8 +316,8 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
     (Path(out) / f"{CONFIG_NAME}.yaml").write_text(config_yaml(config, header), encoding="utf-8")
     inputs = [letters / f"{s}.tsv" for s in (train_subset, *valid_subsets)]
     inputs += [label_file(letters, s, label) for s in (train_subset, *valid_subsets)] + [dict_file(letters, label)]
-    mean_s = sum(n for _, n in rows) / len(rows) / sample_rate
-    print(f"finetune {name}: {len(rows)} utterances ({sum(n for _, n in rows) / sample_rate / 60:.1f} min) from "
+    mean_s = total_s / len(rows)
+    print(f"finetune {name}: {len(rows)} utterances ({total_s / 60:.1f} min) from "
           f"{train_subset}, labels {label}, start {start.continue_from or start.pretrained}"
           f"{' (shape only: random weights)' if start.random_weights and not start.continue_from else ''}")
     result = launch(Run(
@@ -326,5 +331,5 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
     if not best.is_file():
         raise TrainingError(f"finetune {name}: fairseq wrote no {save_dir}/{BEST} (no validation ran?); lower "
                             "finetune.schedule.validate_interval_updates below max_update")
-    best_update = export_portable(best, Path(out) / "checkpoint.pt", start, root)
+    best_update = export_portable(best, Path(out) / "checkpoint.pt", start)
     return final_metrics(result.records, best_update)
