@@ -81,6 +81,28 @@ def test_metrics_explain_the_loss(run):
         {"loss_m", "accuracy_m"}
 
 
+def test_explain_reads_the_logs_this_pipeline_writes(run, tmp_path, capsys):
+    from hubert.report import explain
+
+    labels = run.clone / "data/labels/iter1"
+    # the pipeline's train_log.jsonl (the whole curve across the resume), with the run's dictionary and labels
+    assert explain.main([str(run.clone / OUT / "checkpoints/train_log.jsonl"), "--dict", str(labels / "dict.km.txt"),
+                         "--labels", str(labels / "train.km"), "--gpus", "0", "--max-tokens", "100000",
+                         "--out", str(tmp_path / "jsonl")]) == 0
+    out = capsys.readouterr().out
+    m = json.loads((run.clone / "metrics/pretrain_iter1.json").read_text())
+    assert f"began at {m['loss_m']['first']:.2f} bits of masked loss" in out and "chance level of 24 classes" in out
+    assert f"ended at {m['loss_m']['last']:.2f} bits of masked loss after 40 updates" in out
+    assert f"H(z) = {m['labels']['prior_entropy_bits']:.2f}" in out
+    # fairseq's own console output of the resumed run: the batch comes from the config fairseq printed
+    console = tmp_path / "console.log"
+    console.write_text(run.second[1])
+    assert explain.main([str(console), "--k", "20", "--out", str(tmp_path / "console")]) == 0
+    out = capsys.readouterr().out
+    assert "effective batch 1 x 100,000 samples x update_freq 1" in out and "update_freq 448 would match it" in out
+    assert "after 40 updates" in out
+
+
 def test_completed_run_is_not_trained_again(run):
     before = (run.clone / "metrics/pretrain_iter1.json").read_text()
     code, out = run_stage(run.clone)

@@ -1,0 +1,41 @@
+"""Stage report: the run's answers in words and figures.
+
+    python stages/report.py --params params.yaml --metrics metrics --live dvclive --out data/report
+
+Reads every metrics file and the pretraining curves (DVCLive), writes
+out/index.md with its PNG figures and out/index.html (the same page, one
+self-contained file), and prints the flags. A stage that has not run is named
+on the page instead of its section.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hubert.params import load_params
+from hubert.pretrain.params import iteration_params
+from hubert.report.page import pipeline_report
+
+
+def main(argv: list[str] | None = None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--live", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus for it in ("iter1", "iter2")}
+    findings = pipeline_report(args.metrics, args.live, args.out, gpus, profile=str(params.get("profile_name", "")))
+    flags = [f for f in findings if f.flag]
+    for f in flags:
+        print(f"report: FLAG {f.topic}: {f.text}")
+    print(f"report: {len(findings)} findings ({len(flags)} flags) -> {args.out / 'index.md'}, "
+          f"{args.out / 'index.html'}")
+    return findings
+
+
+if __name__ == "__main__":
+    main()
