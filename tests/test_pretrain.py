@@ -295,6 +295,9 @@ def test_plot_values_and_throughput():
     valid = Record("valid", 5, parse_log_line(VALID_LINE)[1], 4.0, 0.0)
     assert "audio_s_per_s" not in plot_values(valid, None, chance)
     assert Record.from_json(second.to_json()) == second
+    assert "loss_scale" not in v  # an fp32 run logs none
+    fp16 = Record("train_inner", 5, {**stats, "loss_scale": 64.0}, 4.0, 0.0)
+    assert plot_values(fp16, second, chance)["loss_scale"] == 64.0  # the report's fp16 health
 
 
 # ---------------------------------------------------------------- loss check

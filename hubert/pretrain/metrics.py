@@ -33,8 +33,10 @@ def plot_values(record: Record, previous: Record | None, chance: float) -> dict[
     logs, so correct_m_0 is the masked accuracy as logged.
     """
     s = record.stats
+    # loss_scale: fairseq logs it in fp16 runs only (the report's fp16 health)
     names = {"loss": "loss", "loss_m": "loss_m_0", "loss_u": "loss_u_0", "features_pen": "loss_features_pen",
-             "accuracy_m": "correct_m_0", "accuracy_u": "correct_u_0", "lr": "lr", "gnorm": "gnorm"}
+             "accuracy_m": "correct_m_0", "accuracy_u": "correct_u_0", "lr": "lr", "gnorm": "gnorm",
+             "loss_scale": "loss_scale"}
     out = {name: s[key] for name, key in names.items() if key in s}
     if "loss_m" in out:
         out["loss_m_over_chance"] = out["loss_m"] / chance

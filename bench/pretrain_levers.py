@@ -1,0 +1,111 @@
+"""Benchmark: seconds per pretraining update of the demo model under each CPU lever.
+
+    python -m bench.pretrain_levers --config data/pretrain/iter1/fairseq_config.yaml
+
+Builds fairseq's HubertModel from the model section of a pretrain stage's
+generated config and times full updates (forward, HuBERT's masked cross-entropy
+plus the feature penalty, backward, Adam) on one fixed batch of random audio
+(``--clips`` clips of ``--seconds`` s, the demo's batch size) for each variant,
+in alternation, best of ``--repeat`` rounds (the machine is shared: only ratios
+measured side by side in one run mean anything):
+
+- fp32: the config as it is;
+- bf16 autocast: the same model, forward under ``torch.autocast("cpu", bfloat16)``
+  (what a CPU with AVX-512 BF16 could gain; fairseq's own ``--bf16`` casts the whole
+  model and needs a GPU). Unpatched, HubertModel.apply_mask fails under autocast
+  (its fp32 mask embedding written into bf16 features), so here that one parameter
+  is kept in bf16;
+- narrow CNN: ``--narrow`` widths for the 7 CNN layers (same kernels and strides);
+- pre-LN: ``layer_norm_first`` on (its cost; its effect on learning needs a real run).
+
+Prints seconds per update and the ratio to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+KERNELS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
+
+
+def build(model_cfg: dict, units: int, seed: int):
+    from fairseq.data.dictionary import Dictionary
+    from fairseq.models.hubert.hubert import HubertConfig, HubertModel
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+
+    torch.manual_seed(seed)
+    d = Dictionary()
+    for i in range(units):
+        d.add_symbol(str(i))
+    cfg = HubertConfig(**{k: v for k, v in model_cfg.items() if k != "_name"})
+    task = HubertPretrainingConfig(label_rate=model_cfg["label_rate"], sample_rate=16000)
+    return HubertModel(cfg, task, [d])
+
+
+def update(model, opt, audio: torch.Tensor, labels: torch.Tensor, autocast: bool) -> float:
+    start = time.perf_counter()
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        padding = torch.zeros_like(audio, dtype=torch.bool)
+        out = model(audio, target_list=[labels], padding_mask=padding, mask=True, features_only=False)
+        logits = model.get_logits(out, True)[0]
+        targets = model.get_targets(out, True)[0]
+        loss = F.cross_entropy(logits.float(), targets) + 10.0 * out["features_pen"].float()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path("data/pretrain/iter1/fairseq_config.yaml"))
+    parser.add_argument("--clips", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--units", type=int, default=100)
+    parser.add_argument("--narrow", default="32,64,64,128,128,128,128")
+    parser.add_argument("--steps", type=int, default=5, help="timed updates per variant and round")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    base = yaml.safe_load(args.config.read_text())["model"]
+    widths = [int(w) for w in args.narrow.split(",")]
+    narrow = "[" + ", ".join(f"({w},{k},{s})" for w, (k, s) in zip(widths, KERNELS, strict=True)) + "]"
+    variants = {"fp32": (base, False), "bf16 autocast": (base, True),
+                f"narrow CNN {args.narrow}": ({**base, "conv_feature_layers": narrow}, False),
+                "pre-LN": ({**base, "layer_norm_first": True}, False)}
+    samples = int(args.seconds * 16000)
+    gen = torch.Generator().manual_seed(0)
+    audio = torch.randn(args.clips, samples, generator=gen) * 0.1
+    frames = int(samples / 16000 * base["label_rate"])
+    labels = torch.randint(0, args.units, (args.clips, frames), generator=gen)
+    models = {}
+    for name, (cfg, autocast) in variants.items():
+        model = build(cfg, args.units, seed=0).train()
+        if autocast:
+            # HubertModel.apply_mask writes the fp32 mask embedding into the bf16 features
+            # (index_put refuses mixed dtypes): keep that one parameter in bf16
+            model.mask_emb.data = model.mask_emb.data.bfloat16()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        update(model, opt, audio, labels, autocast)  # warm-up: allocations, oneDNN kernels
+        models[name] = (model, opt, autocast)
+    best = {name: float("inf") for name in variants}
+    for _ in range(args.repeat):
+        for name, (model, opt, autocast) in models.items():
+            t = sum(update(model, opt, audio, labels, autocast) for _ in range(args.steps)) / args.steps
+            best[name] = min(best[name], t)
+    audio_s = args.clips * args.seconds
+    print(f"{torch.get_num_threads()} threads, batch {args.clips} x {args.seconds:g} s, best of {args.repeat} rounds "
+          f"of {args.steps} updates")
+    print("| variant | s per update | audio s per s | vs fp32 |\n|---|---|---|---|")
+    for name, t in best.items():
+        print(f"| {name} | {t:.3f} | {audio_s / t:.1f} | {best['fp32'] / t:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
