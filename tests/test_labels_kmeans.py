@@ -84,6 +84,32 @@ def test_assign_in_blocks_matches_brute_force_and_sklearn(monkeypatch):
         assign(km, x[:, :3])
 
 
+def test_faiss_backend_is_seeded_finds_the_clusters_and_pickles_as_centroids(tmp_path):
+    import joblib
+    from sklearn.metrics import adjusted_rand_score
+
+    x = _blobs(seed=3)
+    truth = np.repeat(np.arange(5), 200)
+    a, b = fit_kmeans(x, _cfg(backend="faiss", seed=1)), fit_kmeans(x, _cfg(backend="faiss", seed=1))
+    assert np.array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert not np.array_equal(a.cluster_centers_, fit_kmeans(x, _cfg(backend="faiss", seed=2)).cluster_centers_)
+    labels, dists = assign(a, x)
+    brute = ((x[:, None, :].astype(np.float64) - a.cluster_centers_[None]) ** 2).sum(-1)
+    assert np.array_equal(labels, brute.argmin(1)) and np.allclose(dists, brute.min(1), rtol=1e-4, atol=1e-3)
+    # the same partition as sklearn's on well-separated blobs
+    sk = fit_kmeans(x, _cfg(seed=1))
+    assert adjusted_rand_score(truth, labels) == 1.0 and adjusted_rand_score(truth, sk.predict(x)) == 1.0
+    joblib.dump(a, tmp_path / "km.joblib")
+    back = joblib.load(tmp_path / "km.joblib")
+    assert back.__getstate__().keys() == {"cluster_centers_"}  # no faiss index in the pickle
+    assert np.array_equal(back.predict(x), labels)
+
+
+def test_unknown_kmeans_backend_is_refused():
+    with pytest.raises(ValueError, match="kmeans.backend='scipy': use one of sklearn, faiss"):
+        KMeansConfig(backend="scipy")
+
+
 def test_label_split_keeps_lines_across_shards(tmp_path):
     rng = np.random.default_rng(0)
     per_line = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 5, 1, 7, 2)]

@@ -82,13 +82,55 @@ def load_sample(feat_dir: str | Path, split: str, percent: float, seed: int,
 
 
 # ---------------------------------------------------------------- fit and assign
-def fit_kmeans(feats: np.ndarray, cfg: KMeansConfig):
-    """sklearn MiniBatchKMeans with fairseq's settings and random_state=cfg.seed, fitted on (frames, dim)."""
-    from sklearn.cluster import MiniBatchKMeans
+class FaissKMeans:
+    """Centroids fitted by faiss, with scikit-learn's ``cluster_centers_`` / ``predict``
+    (nearest centroid in L2), so labelling and the saved model do not depend on the
+    backend. Pickles as its centroids only (the search index is rebuilt on load)."""
 
+    def __init__(self, centroids: np.ndarray) -> None:
+        self.cluster_centers_ = np.ascontiguousarray(centroids, dtype=np.float32)
+        self._index = None
+
+    def __getstate__(self) -> dict:
+        return {"cluster_centers_": self.cluster_centers_}
+
+    def __setstate__(self, state: dict) -> None:
+        self.cluster_centers_, self._index = state["cluster_centers_"], None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        import faiss
+
+        if self._index is None:
+            self._index = faiss.IndexFlatL2(self.cluster_centers_.shape[1])
+            self._index.add(self.cluster_centers_)
+        _, nearest = self._index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+        return nearest[:, 0].astype(np.int64)
+
+
+def fit_faiss(feats: np.ndarray, cfg: KMeansConfig) -> FaissKMeans:
+    """faiss.Kmeans on every given frame (no subsampling beyond kmeans.percent), seeded."""
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a pinned dependency
+        raise ImportError("labels.<iteration>.kmeans.backend=faiss needs faiss (pip install faiss-cpu, or "
+                          "faiss-gpu on a GPU machine)") from exc
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], cfg.n_clusters, niter=cfg.max_iter, nredo=1, seed=cfg.seed, verbose=False,
+                      max_points_per_centroid=len(x) // cfg.n_clusters + 1, gpu=faiss.get_num_gpus() > 0)
+    km.train(x)
+    return FaissKMeans(km.centroids)
+
+
+def fit_kmeans(feats: np.ndarray, cfg: KMeansConfig):
+    """k-means on (frames, dim): sklearn MiniBatchKMeans with fairseq's settings and
+    random_state=cfg.seed, or faiss (``cfg.backend``)."""
     if len(feats) < cfg.n_clusters:
         raise ValueError(f"{len(feats)} sampled frames for K={cfg.n_clusters} clusters; raise kmeans.percent "
                          "or lower kmeans.n_clusters")
+    if cfg.backend == "faiss":
+        return fit_faiss(feats, cfg)
+    from sklearn.cluster import MiniBatchKMeans
+
     km = MiniBatchKMeans(n_clusters=cfg.n_clusters, init=cfg.init, max_iter=cfg.max_iter, batch_size=cfg.batch_size,
                          tol=cfg.tol, max_no_improvement=cfg.max_no_improvement, n_init=cfg.n_init,
                          reassignment_ratio=cfg.reassignment_ratio, compute_labels=False, init_size=None,

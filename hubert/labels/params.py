@@ -77,6 +77,9 @@ def feature_config(labels: dict, iteration: str) -> FeatureConfig:
     return from_dict(FeatureConfig, labels[iteration].get("features"), f"labels.{iteration}.features")
 
 
+KMEANS_BACKENDS = ("sklearn", "faiss")
+
+
 @dataclass(frozen=True)
 class KMeansConfig:
     """``labels.<iteration>.kmeans`` in params.yaml.
@@ -85,8 +88,15 @@ class KMeansConfig:
     the balanced list's repeats) whose frames fit the model; -1 = all (fairseq's
     convention). seed: sample and MiniBatchKMeans random_state. The rest are
     MiniBatchKMeans arguments with fairseq's values as defaults.
+
+    backend: sklearn (fairseq's recipe: MiniBatchKMeans) or faiss (faiss.Kmeans,
+    full-batch Lloyd on the same sampled frames, on a GPU when faiss sees one).
+    faiss reads n_clusters, max_iter (its niter) and seed; it starts from random
+    frames (it has no k-means++) and runs once, so init, batch_size, tol,
+    max_no_improvement, n_init and reassignment_ratio are sklearn's only.
     """
 
+    backend: str = "sklearn"
     n_clusters: int = 100
     percent: float = 0.1
     seed: int = 0
@@ -99,6 +109,8 @@ class KMeansConfig:
     reassignment_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.backend not in KMEANS_BACKENDS:
+            raise ValueError(f"kmeans.backend={self.backend!r}: use one of {', '.join(KMEANS_BACKENDS)}")
         if self.n_clusters < 2:
             raise ValueError(f"kmeans.n_clusters={self.n_clusters} must be >= 2")
         if not (self.percent == -1 or 0.0 < self.percent <= 1.0):
