@@ -141,6 +141,44 @@ def test_dump_rejects_a_stale_manifest(tiny_manifests, tmp_path):
         read_tsv(bad)
 
 
+def test_submitit_jobs_write_the_same_shards_as_the_local_dump(tiny_manifests, tmp_path):
+    """One submitit job per shard (local processes: what a SLURM array does across machines)
+    gives byte-identical shards; a failing shard names itself and its log."""
+    from hubert.labels.params import LauncherConfig
+
+    manifest = tiny_manifests / "valid.tsv"
+    local = FeatureConfig(nshard=3, workers=1)
+    dump_split(manifest, "valid", tmp_path / "local", local, 16000, progress=False)
+    jobs = FeatureConfig(nshard=3, workers=1, launcher=LauncherConfig(kind="submitit", cluster="local",
+                                                                       folder=str(tmp_path / "logs")))
+    lengths = dump_split(manifest, "valid", tmp_path / "jobs", jobs, 16000, progress=False)
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == names
+    for p in (tmp_path / "local").iterdir():
+        assert (tmp_path / "jobs" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert lengths == _read_split(tmp_path / "local", "valid", 3)[1]
+    assert any((tmp_path / "logs").rglob("*_log.out"))  # each job's log where the launcher put it
+
+    root, rows = read_tsv(manifest)
+    bad = tmp_path / "bad.tsv"
+    stale = f"{rows[-1][0]}\t{rows[-1][1] + 1600}\n"  # the last shard's last utterance
+    bad.write_text(f"{root}\n" + "".join(f"{rel}\t{n}\n" for rel, n in rows[:-1]) + stale)
+    with pytest.raises(RuntimeError, match=r"features valid shard 2/3 failed in submitit job .*logs: .*manifest is "
+                                           r"stale"):
+        dump_split(bad, "valid", tmp_path / "bad", jobs, 16000, progress=False)
+
+
+def test_launcher_config_is_strict():
+    from hubert.labels.params import LauncherConfig
+
+    with pytest.raises(ValueError, match="launcher.kind='ray'"):
+        LauncherConfig(kind="ray")
+    with pytest.raises(ValueError, match="launcher.cluster='pbs'"):
+        LauncherConfig(cluster="pbs")
+    with pytest.raises(ValueError, match="unknown key"):
+        from_dict(FeatureConfig, {"launcher": {"partition": "gpu"}})
+
+
 def test_read_waveform_rejects_wrong_rate_and_channels(make_wav, tmp_path):
     with pytest.raises(ValueError, match="8000 Hz"):
         read_waveform(make_wav(tmp_path / "a.wav", rate=8000), None, 16000)

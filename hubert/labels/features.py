@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -128,11 +129,52 @@ def dump_shard(manifest: str | Path, split: str, rank: int, nshard: int, out_dir
     return expected
 
 
+def shard_job(cfg: FeatureConfig, manifest: str, split: str, rank: int, out_dir: str, sample_rate: int,
+              checkpoint: str | None) -> list[int]:
+    """One shard as a job of its own (another process or machine): its own extractor, every core of its own."""
+    torch.set_num_threads(usable_cpus())
+    extractor = make_extractor(cfg, sample_rate, checkpoint)
+    return dump_shard(manifest, split, rank, cfg.nshard, out_dir, extractor, sample_rate, cfg.max_batch_samples,
+                      False, cfg.dtype)
+
+
+def dump_split_submitit(manifest: str | Path, split: str, out_dir: str | Path, cfg: FeatureConfig,
+                        sample_rate: int, checkpoint: str | Path | None = None) -> list[int]:
+    """Every shard of one split as a submitit job (a SLURM array, or local processes), waiting for all.
+
+    The jobs write the same ``{split}_{rank}_{nshard}`` files as the local path; a
+    failed shard is an error naming the shard and its log."""
+    import submitit
+
+    launcher = cfg.launcher
+    folder = Path(launcher.folder) / f"{Path(out_dir).name}_{split}"
+    executor = submitit.AutoExecutor(folder=folder, cluster=None if launcher.cluster == "auto" else launcher.cluster)
+    executor.update_parameters(name=f"features_{split}", timeout_min=launcher.timeout_min,
+                               cpus_per_task=launcher.cpus_per_task, gpus_per_node=launcher.gpus_per_node,
+                               mem_gb=launcher.mem_gb, slurm_array_parallelism=launcher.array_parallelism,
+                               **({"slurm_partition": launcher.slurm_partition} if launcher.slurm_partition else {}))
+    ranks = list(range(cfg.nshard))
+    n = len(ranks)
+    jobs = executor.map_array(shard_job, [cfg] * n, [str(manifest)] * n, [split] * n, ranks,
+                              [str(out_dir)] * n, [sample_rate] * n, [str(checkpoint) if checkpoint else None] * n)
+    print(f"features {split}: {n} submitit jobs ({executor.cluster}), logs in {folder}")
+    results = []
+    for rank, job in zip(ranks, jobs, strict=True):
+        try:
+            results.append(job.result())
+        except Exception as exc:  # submitit re-raises the job's failure with the job's whole traceback
+            errors = [line for line in str(exc).splitlines() if re.match(r"^\w+(Error|Exception): ", line)]
+            raise RuntimeError(f"features {split} shard {rank}/{n} failed in submitit job {job.job_id} (logs: "
+                               f"{job.paths.stderr}): {errors[-1] if errors else exc}") from exc
+    return [frames for lengths in results for frames in lengths]
+
+
 def dump_split(manifest: str | Path, split: str, out_dir: str | Path, cfg: FeatureConfig, sample_rate: int,
                checkpoint: str | Path | None = None, extractor: Extractor | None = None,
                progress: bool = True) -> list[int]:
-    """All ``cfg.nshard`` shards of one split, ``cfg.workers`` at a time; returns frames per distinct
-    utterance, in the order of their first manifest line.
+    """All ``cfg.nshard`` shards of one split, ``cfg.workers`` at a time (or one submitit job
+    each: :func:`dump_split_submitit`); returns frames per distinct utterance, in the order
+    of their first manifest line.
 
     Workers are joblib threads sharing one extractor (one model in memory, no
     process start-up: at demo size the whole MFCC dump takes seconds, less than
@@ -144,6 +186,8 @@ def dump_split(manifest: str | Path, split: str, out_dir: str | Path, cfg: Featu
     """
     from joblib import Parallel, delayed
 
+    if cfg.launcher.kind == "submitit":
+        return dump_split_submitit(manifest, split, out_dir, cfg, sample_rate, checkpoint)
     extractor = extractor or make_extractor(cfg, sample_rate, checkpoint)
     jobs = min(cfg.workers, cfg.nshard)
     previous = torch.get_num_threads()
@@ -188,7 +232,7 @@ def dump_features(cfg: FeatureConfig, manifests: str | Path, out_dir: str | Path
     summary = {}
     for split in cfg.splits:
         start = time.perf_counter()
-        frames = dump_split(manifests / f"{split}.tsv", split, out_dir, cfg, sample_rate, extractor=extractor)
+        frames = dump_split(manifests / f"{split}.tsv", split, out_dir, cfg, sample_rate, checkpoint, extractor)
         summary[split] = {"utterances": len(frames), "frames": sum(frames),
                           "seconds": round(time.perf_counter() - start, 2)}
     return summary

@@ -13,6 +13,45 @@ DTYPES = ("float32", "float16")
 AUTO = "auto"  # features.layer: take the layer sweep's choice
 
 
+LAUNCHERS = ("local", "submitit")
+CLUSTERS = ("auto", "slurm", "local")
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """``labels.<iteration>.features.launcher``: where the shards are dumped.
+
+    kind: local (this process, ``workers`` shards at a time) or submitit (one job
+    per shard through submitit, so N machines each dump their shards into the
+    shared output folder; the kmeans stage reads them unchanged). cluster: slurm,
+    local (jobs as local processes) or auto (slurm where submitit finds it, else
+    local). folder: submitit's job logs and pickles (on a filesystem the jobs
+    share). The rest are the jobs' resources on SLURM: timeout_min,
+    slurm_partition, gpus_per_node, cpus_per_task, mem_gb, and array_parallelism
+    (shards running at once).
+    """
+
+    kind: str = "local"
+    cluster: str = "auto"
+    folder: str = ".submitit"
+    timeout_min: int = 240
+    slurm_partition: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int = 4
+    mem_gb: int = 16
+    array_parallelism: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAUNCHERS:
+            raise ValueError(f"features.launcher.kind={self.kind!r} must be one of {LAUNCHERS}")
+        if self.cluster not in CLUSTERS:
+            raise ValueError(f"features.launcher.cluster={self.cluster!r} must be one of {CLUSTERS}")
+        if min(self.timeout_min, self.cpus_per_task, self.mem_gb, self.array_parallelism) < 1 or \
+                self.gpus_per_node < 0:
+            raise ValueError("features.launcher: timeout_min, cpus_per_task, mem_gb and array_parallelism must be "
+                             ">= 1, gpus_per_node >= 0")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """``labels.<iteration>.features`` in params.yaml.
@@ -28,7 +67,7 @@ class FeatureConfig:
     (:attr:`HubertFeatureReader.batchable`); 0 = one utterance per call.
     splits: manifest splits to dump. dtype: float32 | float16, how the .npy
     shards store the features (float16 halves the disk of layer features; k-means
-    reads them back as float32).
+    reads them back as float32). launcher: :class:`LauncherConfig`.
     """
 
     kind: str = "mfcc"
@@ -40,6 +79,7 @@ class FeatureConfig:
     max_batch_samples: int = 320_000
     splits: tuple = ("train", "valid")
     dtype: str = "float32"
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
