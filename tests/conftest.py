@@ -87,3 +87,7 @@ def _write_wav(path: str | Path, seconds: float = 1.0, rate: int = 16000, channe
 @pytest.fixture
 def make_wav():
     return _write_wav
+
+
+# a throwaway clone that has run the tiny profile through `dvc exp run` (experiment and remote tests)
+from tests._exp_fixtures import tiny_exp_clone, tiny_exp_longer, tiny_exp_sweep  # noqa: E402, F401
