@@ -53,7 +53,7 @@ def exp_rows(clone) -> dict[str, dict]:
 
 
 def test_one_key_reruns_only_what_reads_it_and_resumes(tiny_exp_longer):
-    assert re.findall(r"Running stage '([^']+)'", tiny_exp_longer) == ["finetune@iter1", "evaluate"]
+    assert re.findall(r"Running stage '([^']+)'", tiny_exp_longer) == ["finetune@iter1", "evaluate", "report"]
     assert RESUMED in tiny_exp_longer
 
 
