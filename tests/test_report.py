@@ -267,12 +267,12 @@ def test_stages_that_have_not_run_are_named(run_dir: Path):
 
 def test_report_stage_reads_gpus_from_params(run_dir: Path, tmp_path: Path):
     params = tmp_path / "params.yaml"
-    hardware = {"gpus": 4, "precision": "bf16", "num_workers": 2}
-    nulls = {"gpus": None, "precision": None, "num_workers": None}
     import yaml
 
     from hubert.params import compose
     composed = yaml.safe_load(compose(Path(__file__).resolve().parent.parent / "params", ["profile=tiny"]))
+    hardware = {**composed["pretrain"]["hardware"], "gpus": 4, "precision": "bf16", "num_workers": 2}
+    nulls = dict.fromkeys(hardware)
     composed["pretrain"]["hardware"] = hardware
     composed["pretrain"]["iter2"]["hardware"] = nulls
     params.write_text(yaml.safe_dump(composed))
