@@ -2,7 +2,8 @@
 
     python stages/report.py --params params.yaml --metrics metrics --live dvclive --out data/report
 
-Reads every metrics file and the pretraining curves (DVCLive), writes
+Reads every metrics file and the pretraining curves (DVCLive), and
+pretrain.hardware only to say whether the batch's processes are GPUs; writes
 out/index.md with its PNG figures and out/index.html (the same page, one
 self-contained file), and prints the flags. A stage that has not run is named
 on the page instead of its section.
@@ -27,8 +28,9 @@ def main(argv: list[str] | None = None) -> list:
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus for it in ("iter1", "iter2")}
-    findings = pipeline_report(args.metrics, args.live, args.out, gpus, profile=str(params.get("profile_name", "")))
+    on_gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus > 0 for it in ("iter1", "iter2")}
+    findings = pipeline_report(args.metrics, args.live, args.out, on_gpus,
+                               profile=str(params.get("profile_name", "")))
     flags = [f for f in findings if f.flag]
     for f in flags:
         print(f"report: FLAG {f.topic}: {f.text}")

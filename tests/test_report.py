@@ -115,10 +115,12 @@ def batch(workers: int, max_tokens: int, update_freq: int = 1) -> dict:
 
 
 def test_the_seeds_batch_is_one_eighth_and_update_freq_8_closes_it():
-    f = batch_findings("batch", batch(4, 1_400_000), gpus=4)
+    f = batch_findings("batch", batch(4, 1_400_000))
     assert codes(f) == {"batch_far_below_reference": True}
     assert "0.125 of fairseq's 32 x 1,400,000" in f[0].text and "update_freq 8 would match it" in f[0].text
-    assert codes(batch_findings("batch", batch(4, 1_400_000, 8), gpus=4)) == {"batch": False}
+    assert codes(batch_findings("batch", batch(4, 1_400_000, 8))) == {"batch": False}
+    cpu = batch_findings("batch", batch(2, 320_000), on_gpus=False)[0].text
+    assert "on 2 processes update_freq 70 would match it" in cpu
 
 
 def test_a_language_starved_after_balancing_is_flagged():
@@ -229,7 +231,7 @@ def assert_real_png(path: Path) -> None:
 
 def test_pipeline_report_writes_page_figures_and_a_self_contained_html(run_dir: Path):
     out = run_dir / "report"
-    findings = pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: 0, 2: 0}, profile="demo")
+    findings = pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False}, profile="demo")
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["downstream.png", "labels.png", "loss.png", "loss_normalised.png", "training.png"]
     for p in out.glob("*.png"):
@@ -249,7 +251,7 @@ def test_pipeline_report_writes_page_figures_and_a_self_contained_html(run_dir: 
 def test_pipeline_report_is_byte_stable(run_dir: Path):
     a, b = run_dir / "a", run_dir / "b"
     for out in (a, b):
-        pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: 0, 2: 0})
+        pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False})
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
     for p in a.iterdir():
         assert p.read_bytes() == (b / p.name).read_bytes(), p.name
@@ -259,7 +261,7 @@ def test_stages_that_have_not_run_are_named(run_dir: Path):
     (run_dir / "metrics" / "eval.json").unlink()
     (run_dir / "metrics" / "pretrain_iter2.json").unlink()
     out = run_dir / "report"
-    pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: 0, 2: 0})
+    pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False})
     md = (out / "index.md").read_text()
     assert "Stage `evaluate` has not run" in md and "Stage `pretrain_iter2` has not run" in md
     assert not (out / "downstream.png").exists()
@@ -267,15 +269,18 @@ def test_stages_that_have_not_run_are_named(run_dir: Path):
 
 def test_report_stage_reads_gpus_from_params(run_dir: Path, tmp_path: Path):
     params = tmp_path / "params.yaml"
-    hardware = {"gpus": 4, "precision": "bf16", "num_workers": 2}
-    nulls = {"gpus": None, "precision": None, "num_workers": None}
     import yaml
 
     from hubert.params import compose
     composed = yaml.safe_load(compose(Path(__file__).resolve().parent.parent / "params", ["profile=tiny"]))
+    hardware = {**composed["pretrain"]["hardware"], "gpus": 4, "precision": "bf16", "num_workers": 2}
+    nulls = dict.fromkeys(hardware)
     composed["pretrain"]["hardware"] = hardware
     composed["pretrain"]["iter2"]["hardware"] = nulls
     params.write_text(yaml.safe_dump(composed))
+    for it in (1, 2):  # a run on 4 GPUs: its metrics say 4 workers
+        path = run_dir / "metrics" / f"pretrain_iter{it}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "batch": batch(4, 320000)}))
     findings = report_stage.main(["--params", str(params), "--metrics", str(run_dir / "metrics"), "--live",
                                   str(run_dir / "dvclive"), "--out", str(tmp_path / "out")])
     text = next(f.text for f in findings if f.code == "batch_far_below_reference")

@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -294,7 +295,11 @@ class Run:
     (averaged over a train_inner record's interval); on_record(record, line,
     first): called for every record as it arrives, ``first`` true for the first
     train_inner record of a run that starts from update 0; it may raise
-    (:class:`RunRejected` to discard the run); name: the prefix of printed messages.
+    (:class:`RunRejected` to discard the run); name: the prefix of printed messages;
+    processes: the Hydra overrides of each fairseq process to start here (one per
+    rank when the caller starts the ranks itself): the first one's log is
+    streamed, the others print to our output; prefix: what starts the command
+    (e.g. srun, to start it on every node of a SLURM allocation).
     """
 
     root: Path
@@ -309,6 +314,8 @@ class Run:
     audio_per_update_s: Callable[[dict[str, float]], float]
     on_record: Callable[[Record, str, bool], None]
     name: str = "fairseq"
+    processes: tuple[tuple[str, ...], ...] = ((),)
+    prefix: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -352,14 +359,19 @@ def launch(run: Run) -> RunResult:
 
 def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> RunResult:
     save_path = run.root / run.save_dir
-    cmd = train_command(run.config_dir, run.config_name)
-    print(f"{run.name}: " + " ".join(cmd))
+    commands = [[*run.prefix, *train_command(run.config_dir, run.config_name), *overrides]
+                for overrides in run.processes]
+    for cmd in commands:
+        print(f"{run.name}: " + " ".join(cmd))
     # records must arrive when logged (we time them); fairseq opens manifests and labels in text mode
     # with the locale's encoding, which is ASCII in a bare C locale: Mandarin labels need UTF-8
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONUTF8="1")
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=run.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(commands[0], cwd=run.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
+    # the other ranks log only warnings and errors (fairseq's non-master level): straight to our output
+    others = [subprocess.Popen(cmd, cwd=run.root, env=env) for cmd in commands[1:]]
+    failed_other = _watch(proc, others)
     base_train_s = records[-1].train_s if records else 0.0
     audio_s = records[-1].audio_s if records else 0.0
     last_step: dict[str, int] = {}
@@ -392,13 +404,18 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
                 records.append(record)
                 plots.log(record)
         code = proc.wait()
+        if failed_other:  # rank 0 was stopped because another rank failed: that one's code
+            code = failed_other[0]
+        elif code == 0:
+            code = next((c for c in (p.wait() for p in others) if c != 0), 0)
     except RunRejected as exc:
-        _stop(proc)
+        _stop(proc, *others)
         print(f"{run.name}: set aside in {set_aside(save_path, f'rejected: {exc}')}")  # never resumed, kept
         raise
     except BaseException:
-        _stop(proc)
+        _stop(proc, *others)
         raise
+    _stop(*others)
     process_s = time.monotonic() - start
     if code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code} (see its output above)"
@@ -411,8 +428,30 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
     return RunResult(records, resume, process_s)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop fairseq and the processes it started (distributed workers, data loaders)."""
+def _watch(proc: subprocess.Popen, others: list[subprocess.Popen]) -> list[int]:
+    """When one of ``others`` fails, stop every process: the rest would wait for it in
+    their next collective (gloo's timeout is 30 minutes). Returns a list that receives
+    the failure's exit code when it happens, before the others are stopped."""
+    failed: list[int] = []
+
+    def wait_for(p: subprocess.Popen) -> None:
+        code = p.wait()
+        if code != 0 and not failed:
+            failed.append(code)
+            _stop(proc, *others)
+
+    for p in others:
+        threading.Thread(target=wait_for, args=(p,), daemon=True).start()
+    return failed
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    """Stop fairseq processes and the processes they started (distributed workers, data loaders)."""
+    for proc in procs:
+        _stop_one(proc)
+
+
+def _stop_one(proc: subprocess.Popen) -> None:
     import psutil
 
     if proc.poll() is not None:

@@ -157,7 +157,10 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
                    "bf16": hardware.precision == "bf16", "log_format": "json", "log_interval": s.log_interval,
                    "reset_logging": True, "user_dir": user_dir},
         "checkpoint": checkpoint,
-        "distributed_training": {"distributed_world_size": hardware.workers, "nprocs_per_node": hardware.workers,
+        # fine-tuning runs on this machine alone: its GPUs, or one CPU process (nodes and
+        # cpu_processes spread pretraining only)
+        "distributed_training": {"distributed_world_size": max(1, hardware.gpus),
+                                 "nprocs_per_node": max(1, hardware.gpus),
                                  "ddp_backend": "no_c10d", "find_unused_parameters": True},
         "task": {
             "_name": "hubert_pretraining",

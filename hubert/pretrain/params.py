@@ -10,6 +10,7 @@ from typing import Any
 from hubert.params import from_dict
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("nccl", "gloo")
 LR_SCHEDULERS = ("polynomial_decay", "tri_stage")
 ITERATIONS = ("iter1", "iter2")
 # HuBERT's CNN: [(C,10,5)] + [(C,3,2)]*4 + [(C,2,2)]*2, a hop of 5 * 2**6 = 320
@@ -147,13 +148,22 @@ class BatchParams:
 
 @dataclass(frozen=True)
 class HardwareParams:
-    """``pretrain.hardware``: gpus 0 trains on the CPU in one process; gpus N
-    trains on N CUDA GPUs of this machine (fairseq's distributed_world_size).
-    precision: fp32 | fp16 | bf16 (the last two need GPUs)."""
+    """``pretrain.hardware``: gpus 0 trains on the CPU; gpus N trains on N CUDA
+    GPUs per node, one fairseq process each. cpu_processes: with gpus 0, training
+    processes per node (data-parallel through fairseq's distributed trainer, gloo
+    backend). nodes: machines; fairseq's distributed_world_size is nodes x
+    processes per node. backend: torch.distributed's (nccl for GPUs, gloo for
+    CPUs), used when there is more than one process. port: the rendezvous port
+    on the first node, used across nodes and by CPU processes (on one GPU node
+    fairseq picks its own). precision: fp32 | fp16 | bf16 (the last two need GPUs)."""
 
     gpus: int
     precision: str
     num_workers: int
+    nodes: int = 1
+    cpu_processes: int = 1
+    backend: str = "nccl"
+    port: int = 29500
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
@@ -163,11 +173,40 @@ class HardwareParams:
         if self.gpus == 0 and self.precision != "fp32":
             raise ValueError(f"pretrain.hardware.precision={self.precision} needs GPUs; on the CPU (gpus: 0) "
                              "use fp32")
+        if self.nodes < 1:
+            raise ValueError(f"pretrain.hardware.nodes={self.nodes} must be >= 1")
+        if self.cpu_processes < 1:
+            raise ValueError(f"pretrain.hardware.cpu_processes={self.cpu_processes} must be >= 1")
+        if self.gpus > 0 and self.cpu_processes != 1:
+            raise ValueError(f"pretrain.hardware.cpu_processes={self.cpu_processes} is for CPU training (gpus: 0); "
+                             f"with gpus {self.gpus} fairseq runs one process per GPU: leave it at 1")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"pretrain.hardware.backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.gpus == 0 and self.world_size > 1 and self.backend != "gloo":
+            raise ValueError(f"pretrain.hardware.backend={self.backend} needs GPUs; CPU processes (gpus: 0) "
+                             "communicate through gloo: set pretrain.hardware.backend=gloo")
+        if self.gpus == 0 and self.nodes > 1:
+            # _infer_slurm_init (fairseq/distributed/utils.py) counts a node's processes with
+            # torch.cuda.device_count() and selects each task's device with torch.cuda.set_device
+            raise ValueError(f"pretrain.hardware.nodes={self.nodes} needs GPUs: fairseq places the processes of "
+                             "a multi-node job on CUDA devices; CPU training runs on one node (cpu_processes)")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"pretrain.hardware.port={self.port} must be a TCP port (1-65535)")
+
+    @property
+    def processes_per_node(self) -> int:
+        """fairseq processes on each node (fairseq's nprocs_per_node)."""
+        return self.gpus if self.gpus else self.cpu_processes
+
+    @property
+    def world_size(self) -> int:
+        """All training processes (fairseq's distributed_world_size)."""
+        return self.nodes * self.processes_per_node
 
     @property
     def workers(self) -> int:
         """Processes that each take max_tokens per forward pass."""
-        return max(1, self.gpus)
+        return self.world_size
 
 
 def check_devices(h: HardwareParams) -> None:

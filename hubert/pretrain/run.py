@@ -11,7 +11,9 @@ top to bottom:
    ``out/fairseq_config.yaml``.
 3. :func:`hubert.fairseq.launcher.launch` continues the run from its last
    checkpoint unless what it was trained on changed
-   (:func:`hubert.pretrain.config.run_identity`), starts fairseq, streams its
+   (:func:`hubert.pretrain.config.run_identity`), starts fairseq (once, through
+   srun on every node of a multi-node run, or once per rank for CPU processes:
+   :func:`hubert.pretrain.config.process_overrides`), streams its
    log to ``train_log.jsonl`` and DVCLive, and stops the run at the first
    record whose masked loss is not at the chance level of the labels
    (:func:`hubert.pretrain.metrics.record_check`).
@@ -21,6 +23,7 @@ top to bottom:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hubert.fairseq.checkpoint import export_checkpoint
@@ -33,6 +36,8 @@ from hubert.pretrain.config import (
     effective_batch,
     fairseq_config,
     input_files,
+    launch_prefix,
+    process_overrides,
     read_label_set,
     run_identity,
 )
@@ -50,6 +55,7 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
     (fairseq's checkpoints, train_log.jsonl, run.json) and ``out/checkpoint.pt``.
     """
     check_devices(p.hardware)
+    prefix = launch_prefix(p.hardware, dict(os.environ))  # before anything is written: nodes > 1 needs SLURM
     root = Path(root)
     rel_manifests, rel_labels, rel_out = (portable_path(x, root) for x in (manifests, labels, out))
     label_set = read_label_set(manifests, labels, sample_rate)
@@ -63,7 +69,7 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
     config = fairseq_config(p, manifests=rel_manifests, labels=rel_labels, label_rate=label_set.label_rate,
                             save_dir=save_dir, sample_rate=sample_rate, user_dir=plugin_dir(root),
                             valid_subsets=label_set.valid_subsets)
-    text = config_yaml(config, config_header(rel_out))
+    text = config_yaml(config, config_header(rel_out, p.hardware))
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
 
@@ -75,7 +81,8 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
         live_dir=live_dir,
         plot_values=lambda record, previous: plot_values(record, previous, label_set.chance_bits),
         audio_per_update_s=lambda stats: audio_per_update_s(stats, frame_s),
-        on_record=record_check(label_set, dict_file(rel_labels).as_posix()), name=name))
+        on_record=record_check(label_set, dict_file(rel_labels).as_posix()), name=name,
+        processes=process_overrides(p.hardware), prefix=prefix))
     if result.process_s:
         print(f"{name}: fairseq-hydra-train ran {result.process_s:.0f} s (from update {result.resumed_from})")
     export_checkpoint(Path(out) / "checkpoints" / LAST, Path(out) / "checkpoint.pt")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     note = "" if batch else ("The log has no config dump naming the batch (distributed_world_size, max_tokens, "
                              "update_freq): give --gpus and --max-tokens to compare it with the reference.")
     findings = log_report(curves, units, args.out, source=str(args.log), prior=prior, iteration=args.iteration,
-                          batch=batch, gpus=batch["workers"] if batch else 0, note=note)
+                          batch=batch, note=note)
     for f in findings:
         print(f"{'FLAG ' if f.flag else ''}{f.topic}: {f.text}")
     if note:

@@ -173,17 +173,19 @@ def _gap_findings(topic: str, curves: Curves) -> list[Finding]:
 
 
 # ---------------------------------------------------------------- batch and balance
-def batch_findings(topic: str, batch: dict, gpus: int) -> list[Finding]:
+def batch_findings(topic: str, batch: dict, on_gpus: bool = True) -> list[Finding]:
     """The effective batch against fairseq's reference 32 x 1.4M, and the update_freq
-    that would reach it on ``gpus`` GPUs (0: the CPU, one process)."""
-    workers = max(gpus, 1)
+    that would reach it on the run's own processes (``batch['workers']``: GPUs, or CPU
+    processes when ``on_gpus`` is false)."""
+    workers = max(int(batch["workers"]), 1)
     reference = REFERENCE_GPUS * REFERENCE_MAX_TOKENS
     ratio = batch["ratio_to_reference"]
     need = math.ceil(reference / (workers * batch["max_tokens"]))
+    unit = ("GPU" if on_gpus else "process") + ("" if workers == 1 else "s" if on_gpus else "es")
     text = (f"effective batch {batch['workers']} x {batch['max_tokens']:,} samples x update_freq "
             f"{batch['update_freq']} = {batch['hours_per_update'] * 60:.2f} min of audio per update, "
             f"{ratio:.3g} of fairseq's {REFERENCE_GPUS} x {REFERENCE_MAX_TOKENS:,}; on {workers} "
-            f"{'GPU' if gpus else 'process'}{'s' if workers > 1 else ''} update_freq {need} would match it")
+            f"{unit} update_freq {need} would match it")
     if ratio < BATCH_RATIO_MIN:
         return [Finding(topic, text + " (published curves are not comparable update for update)", True,
                         "batch_far_below_reference")]

@@ -82,9 +82,10 @@ def write_page(out: Path, title: str, body: str) -> None:
 
 
 # ---------------------------------------------------------------- this pipeline's run
-def pipeline_report(metrics: Path, live: Path, out: Path, gpus: dict[int, int], profile: str = "") -> list[Finding]:
+def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, bool],
+                    profile: str = "") -> list[Finding]:
     """Write the report of this pipeline's run into ``out``; returns its findings.
-    ``gpus``: GPUs per pretraining iteration (0 = CPU). A stage that has not run is
+    ``on_gpus``: whether each pretraining iteration ran on GPUs. A stage that has not run is
     said so on the page."""
     out.mkdir(parents=True, exist_ok=True)
     findings: list[Finding] = []
@@ -103,7 +104,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, gpus: dict[int, int], 
         topic = f"iteration {it}"
         findings += pretrain_findings(topic, units, curves, prior, it)
         if not batch_done or m["batch"] != _read(metrics / "pretrain_iter1.json")["batch"]:
-            findings += batch_findings(f"batch, {topic}", m["batch"], gpus.get(it, 0))
+            findings += batch_findings(f"batch, {topic}", m["batch"], on_gpus.get(it, False))
             batch_done = True
         runs[f"iteration {it} (K={units})"] = (units, curves, prior, it)
         t, lm = m["training"], m["loss_m"]
@@ -178,14 +179,14 @@ def pipeline_report(metrics: Path, live: Path, out: Path, gpus: dict[int, int], 
 
 # ---------------------------------------------------------------- any fairseq log
 def log_report(curves: Curves, units: int, out: Path, *, source: str, prior: float | None = None,
-               iteration: int | None = None, batch: dict | None = None, gpus: int = 0,
+               iteration: int | None = None, batch: dict | None = None,
                note: str = "") -> list[Finding]:
     """Explain one training log: the loss verdicts, health flags and figures."""
     out.mkdir(parents=True, exist_ok=True)
     topic = f"iteration {iteration}" if iteration else "this run"
     findings = pretrain_findings(topic, units, curves, prior, iteration)
     if batch is not None:
-        findings += batch_findings("batch", batch, gpus)
+        findings += batch_findings("batch", batch)
     runs = {f"{topic} (K={units})": (units, curves, prior, iteration)}
     figures.loss_figure(runs, out / "loss.png")
     figures.normalised_figure(runs, out / "loss_normalised.png")

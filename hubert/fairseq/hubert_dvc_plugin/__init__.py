@@ -7,7 +7,7 @@ worker included). The generated configs set ``common.user_dir:
 hubert/fairseq/hubert_dvc_plugin`` (relative to the repository root, which is
 the training process's working directory).
 
-Two fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
+Three fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
 fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
 ``autoregressive`` field):
 
@@ -27,6 +27,13 @@ fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
    generator, which fairseq's trainer re-seeds with common.seed + num_updates
    before every update, so runs are reproducible and a resumed run masks its
    updates as an uninterrupted one would.
+3. fairseq's ``all_gather_list`` (``fairseq/distributed/utils.py``, line 620 in
+   fairseq-fixed 0.12.3.1), which gathers every rank's logging outputs after each
+   update when the criterion's cannot be summed (HuBERT's cannot), allocates its
+   buffer with ``torch.cuda.ByteTensor``: distributed training on CPUs (gloo)
+   dies at the first update with "Found no NVIDIA driver". Without CUDA its
+   buffers are now made on the CPU; the gather itself (an all-reduce of the
+   pickled outputs) is fairseq's, unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import sys
 
 import torch
 from fairseq.data.data_utils import compute_mask_indices
+from fairseq.distributed import utils as distributed_utils
 from fairseq.models.hubert import hubert as fairseq_hubert
 
 from hubert.fairseq import fixes
@@ -57,6 +65,28 @@ def seeded_compute_mask_indices(shape, padding_mask, *args, **kwargs):
 
 
 fairseq_hubert.compute_mask_indices = seeded_compute_mask_indices
+
+_all_gather_list = distributed_utils.all_gather_list
+
+
+def all_gather_list_on_cpu(data, group=None, max_size=16384):
+    """fairseq's all_gather_list, with its buffers on the CPU when there is no CUDA.
+
+    fairseq's function keeps them as attributes of ``all_gather_list``, looked up
+    in its module: once this function has replaced it there, that is this one.
+    """
+    if not torch.cuda.is_available():
+        world_size = distributed_utils.get_world_size(group or distributed_utils.get_global_group())
+        this = distributed_utils.all_gather_list
+        if getattr(this, "_buffer", None) is None or this._buffer.numel() < max_size * world_size:
+            this._buffer = torch.zeros(max_size * world_size, dtype=torch.uint8)
+            this._cpu_buffer = torch.zeros(max_size, dtype=torch.uint8)
+    return _all_gather_list(data, group=group, max_size=max_size)
+
+
+if not getattr(distributed_utils.all_gather_list, "_hubert_dvc_cpu", False):
+    all_gather_list_on_cpu._hubert_dvc_cpu = True
+    distributed_utils.all_gather_list = all_gather_list_on_cpu
 
 # fairseq imports a user_dir by putting its parent (our hubert/fairseq/ package
 # directory) first on sys.path. Left there, its modules (checkpoint, formats,
