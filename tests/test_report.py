@@ -267,6 +267,21 @@ def test_stages_that_have_not_run_are_named(run_dir: Path):
     assert not (out / "downstream.png").exists()
 
 
+def test_a_corpus_without_alignments_is_reported_without_label_quality(run_dir: Path):
+    """An imported corpus without phone alignments: the label metrics have no PNMI and the
+    layer sweep ranks nothing; the page says so instead of failing."""
+    metrics = run_dir / "metrics"
+    for it, rate in ((1, 100.0), (2, 50.0)):
+        (metrics / f"labels_iter{it}.json").write_text(json.dumps(
+            {"n_clusters": 100, "label_rate": rate, "utterances": {"total": 20, "aligned": 0}}))
+    (metrics / "layers_iter1.json").write_text(json.dumps(
+        {"n_layers": 2, "n_clusters": 100, "label_rate": 50.0, "utterances": 20, "aligned_utterances": 0}))
+    out = run_dir / "report"
+    findings = pipeline_report(metrics, run_dir / "dvclive", out, {1: False, 2: False})
+    assert [f.code for f in findings if f.topic.startswith("labels")] == ["no_alignments", "no_alignments"]
+    assert "No phone alignments" in (out / "index.md").read_text() and not (out / "labels.png").exists()
+
+
 def test_report_stage_reads_gpus_from_params(run_dir: Path, tmp_path: Path):
     params = tmp_path / "params.yaml"
     import yaml

@@ -106,8 +106,10 @@ def labels_figure(labels: dict[int, dict], layers: dict | None, path: Path) -> P
         names = [f"iteration {it}\nK={m['n_clusters']} {m['label_rate']:g} Hz" for it, m in sorted(labels.items())]
         langs = sorted({lang for m in labels.values() for lang in m.get("per_language", {})})
         groups = [("all", lambda m: m["pnmi_conditional"], lambda m: m["pnmi_conditional_shuffled"])]
-        groups += [(lang, lambda m, lang=lang: m["per_language"][lang]["pnmi"],
-                    lambda m, lang=lang: m["per_language"][lang]["pnmi_shuffled"]) for lang in langs]
+        nan = float("nan")  # a language without alignments in one label set draws no bar there
+        groups += [(lang, lambda m, lang=lang: m["per_language"].get(lang, {}).get("pnmi", nan),
+                    lambda m, lang=lang: m["per_language"].get(lang, {}).get("pnmi_shuffled", nan))
+                   for lang in langs]
         width = 0.8 / len(groups)
         for g, (name, value, floor) in enumerate(groups):
             xs = [i + g * width for i in range(len(names))]

@@ -216,6 +216,11 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
     out: list[Finding] = []
     for it, m in sorted(labels.items()):
         topic = f"labels, iteration {it}"
+        if "pnmi_conditional" not in m:
+            out.append(Finding(topic, f"K={m['n_clusters']} at {m['label_rate']:g} Hz: no phone alignments of the "
+                                      "valid utterances, so no PNMI or purity (import alignments with "
+                                      "corpus.imports[].alignments)", False, "no_alignments"))
+            continue
         pnmi, floor = m["pnmi_conditional"], m["pnmi_conditional_shuffled"]
         langs = ", ".join(f"{lang} {v['pnmi']:.3f}" for lang, v in sorted(m.get("per_language", {}).items()))
         what = f"K={m['n_clusters']} at {m['label_rate']:g} Hz: PNMI {pnmi:.3f}" + (f" ({langs})" if langs else "")
@@ -225,7 +230,7 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
         else:
             out.append(Finding(topic, f"{what}; shuffled floor {floor:.3f}, phone purity {m['phone_purity']:.3f}, "
                                       f"cluster purity {m['cluster_purity']:.3f}", False, "pnmi"))
-    if layers:
+    if layers and "best_pnmi" in layers:
         mfcc = layers["mfcc_at_layer_rate"]["pnmi_conditional"]
         best, spread = layers["best_pnmi"], layers.get("seed_spread", 0.0)
         diff = best - mfcc
@@ -235,7 +240,9 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
                                           f"and {layers['label_rate']:g} Hz ({diff:+.3f}; k-means seed spread "
                                           f"{spread:.3f})", False, "layer_vs_mfcc"))
         it2 = labels.get(2)
-        if it2 and it2["n_clusters"] == layers["n_clusters"] and it2["label_rate"] == layers["label_rate"]:
+        same_k_and_rate = it2 and it2["n_clusters"] == layers["n_clusters"] and \
+            it2["label_rate"] == layers["label_rate"]
+        if same_k_and_rate and "pnmi_conditional" in it2:
             pnmi2 = it2["pnmi_conditional"]
             if pnmi2 > mfcc + spread:
                 text = (f"iteration-2 labels are more phone-like than MFCC labels at the same K and frame rate "

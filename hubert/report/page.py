@@ -127,10 +127,15 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
     layers = _read(metrics / "layers_iter1.json")
     findings += label_findings(labels, layers)
     label_md = "" if 1 in labels else _not_run("kmeans_iter1", metrics / "labels_iter1.json")
-    if labels:
-        figures.labels_figure(labels, layers, out / "labels.png")
+    # without phone alignments the label metrics carry no PNMI (an imported corpus without them)
+    scored = {it: m for it, m in labels.items() if "pnmi_conditional" in m}
+    swept = layers if layers and "best_pnmi" in layers else None
+    if labels and not scored:
+        label_md += "_No phone alignments: label quality (PNMI, purities) and the layer sweep are not measured._\n"
+    if scored:
+        figures.labels_figure(scored, swept, out / "labels.png")
         rows = []
-        for it, m in sorted(labels.items()):
+        for it, m in sorted(scored.items()):
             langs = m.get("per_language", {})
             rows.append([str(it), str(m["n_clusters"]), f"{m['label_rate']:g}", f"{m['pnmi_conditional']:.3f}",
                          *(f"{langs[lang]['pnmi']:.3f}" if lang in langs else "-" for lang in ("en", "zh")),
