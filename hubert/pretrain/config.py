@@ -256,12 +256,17 @@ def effective_batch(h: HardwareParams, b: BatchParams, sample_rate: int) -> dict
     and its ratio to fairseq's reference 32 GPUs x 1.4M samples. (fairseq crops each
     batch to its shortest clip, so the audio actually used per update is smaller:
     see ``audio_s_per_update`` in the final metrics.)"""
-    samples = h.workers * b.max_tokens * b.update_freq
+    return batch_arithmetic(h.workers, b.max_tokens, b.update_freq, sample_rate)
+
+
+def batch_arithmetic(workers: int, max_tokens: int, update_freq: int, sample_rate: int) -> dict[str, float]:
+    """:func:`effective_batch` from the plain numbers (also what a foreign log's config says)."""
+    samples = workers * max_tokens * update_freq
     reference = REFERENCE_GPUS * REFERENCE_MAX_TOKENS
     return {
-        "workers": h.workers,
-        "max_tokens": b.max_tokens,
-        "update_freq": b.update_freq,
+        "workers": workers,
+        "max_tokens": max_tokens,
+        "update_freq": update_freq,
         "hours_per_update": samples / sample_rate / 3600,
         "reference_hours_per_update": reference / sample_rate / 3600,
         "ratio_to_reference": samples / reference,

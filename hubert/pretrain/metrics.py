@@ -18,6 +18,11 @@ from hubert.pretrain.config import LabelSet
 LOSS_TOLERANCE = 0.10  # first logged masked loss within 10% of log2(units + 4)
 MASKED_LOSS = "loss_m_0"  # fairseq's hubert criterion, first label set
 MASKED_ACCURACY = "correct_m_0"  # already divided by count_m_0 when fairseq reduces its logs
+# plot name -> fairseq's key (hubert criterion and trainer); the report reads the plots by these
+# names. loss_scale: fairseq logs it in fp16 runs only (the report's fp16 health)
+PLOT_KEYS = {"loss": "loss", "loss_m": "loss_m_0", "loss_u": "loss_u_0", "features_pen": "loss_features_pen",
+             "accuracy_m": "correct_m_0", "accuracy_u": "correct_u_0", "lr": "lr", "gnorm": "gnorm",
+             "loss_scale": "loss_scale"}
 
 
 def audio_per_update_s(stats: dict[str, float], frame_s: float) -> float:
@@ -33,11 +38,7 @@ def plot_values(record: Record, previous: Record | None, chance: float) -> dict[
     logs, so correct_m_0 is the masked accuracy as logged.
     """
     s = record.stats
-    # loss_scale: fairseq logs it in fp16 runs only (the report's fp16 health)
-    names = {"loss": "loss", "loss_m": "loss_m_0", "loss_u": "loss_u_0", "features_pen": "loss_features_pen",
-             "accuracy_m": "correct_m_0", "accuracy_u": "correct_u_0", "lr": "lr", "gnorm": "gnorm",
-             "loss_scale": "loss_scale"}
-    out = {name: s[key] for name, key in names.items() if key in s}
+    out = {name: s[key] for name, key in PLOT_KEYS.items() if key in s}
     if "loss_m" in out:
         out["loss_m_over_chance"] = out["loss_m"] / chance
     if record.tag == "train_inner":

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from hubert.fairseq.launcher import Record, parse_log_line
+from hubert.pretrain.metrics import PLOT_KEYS
 
-# fairseq's hubert criterion and trainer keys -> the report's names (those of the DVCLive plots)
-FAIRSEQ_KEYS = {"loss": "loss", "loss_m_0": "loss_m", "loss_u_0": "loss_u", "loss_features_pen": "features_pen",
-                "correct_m_0": "accuracy_m", "correct_u_0": "accuracy_u", "lr": "lr", "gnorm": "gnorm",
-                "loss_scale": "loss_scale", "ups": "ups"}
+# fairseq's keys -> the report's names: those of the pipeline's DVCLive plots, and updates per
+# second (a foreign log's only throughput)
+FAIRSEQ_KEYS = {key: name for name, key in PLOT_KEYS.items()} | {"ups": "ups"}
 # what explaining a log needs from its train_inner records (fairseq names)
 REQUIRED_KEYS = ("num_updates", "loss_m_0", "correct_m_0")
 
@@ -179,7 +179,7 @@ def from_records(records: list[tuple[str, dict[str, float]]]) -> Curves:
     return curves
 
 
-def missing_keys(path: str | Path, records: list[tuple[str, dict[str, float]]]) -> list[str]:
+def missing_keys(records: list[tuple[str, dict[str, float]]]) -> list[str]:
     """The fairseq keys explaining needs that the log's train records lack."""
     train = [stats for tag, stats in records if tag == "train_inner"]
     if not train:

@@ -24,7 +24,7 @@ import numpy as np
 
 from hubert.fairseq.formats import iter_label_lines, read_dict
 from hubert.labels.quality import entropy_bits
-from hubert.pretrain.config import REFERENCE_GPUS, REFERENCE_MAX_TOKENS
+from hubert.pretrain.config import batch_arithmetic
 from hubert.report.curves import LogError, missing_keys, read_log
 from hubert.report.page import log_report
 
@@ -48,10 +48,7 @@ def batch_of(config: dict, gpus: int | None, max_tokens: int | None, update_freq
     freq = update_freq if update_freq is not None else config.get("update_freq", 1)
     if workers is None or tokens is None:
         return None
-    samples = max(int(workers), 1) * int(tokens) * int(freq)
-    return {"workers": int(workers), "max_tokens": int(tokens), "update_freq": int(freq),
-            "hours_per_update": samples / SAMPLE_RATE / 3600,
-            "ratio_to_reference": samples / (REFERENCE_GPUS * REFERENCE_MAX_TOKENS)}
+    return batch_arithmetic(max(int(workers), 1), int(tokens), int(freq), SAMPLE_RATE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if units < 1:
             raise LogError(f"K={units}: give the number of k-means units (--k 100) or a non-empty --dict")
         records, curves, config = read_log(args.log)
-        missing = missing_keys(args.log, records)
+        missing = missing_keys(records)
         if missing:
             found = sorted({key for tag, stats in records if tag == "train_inner" for key in stats})
             raise LogError(f"{args.log}: its training records lack {', '.join(missing)} "

@@ -92,7 +92,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
     sections: list[str] = []
     runs: dict[str, tuple[int, Curves, float | None, int | None]] = {}
     pre_rows = []
-    batch_done = False
+    shown_batch = None
     for it in ITERATIONS:
         path = metrics / f"pretrain_iter{it}.json"
         m = _read(path)
@@ -103,9 +103,9 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
         units, prior = m["labels"]["units"], m["labels"]["prior_entropy_bits"]
         topic = f"iteration {it}"
         findings += pretrain_findings(topic, units, curves, prior, it)
-        if not batch_done or m["batch"] != _read(metrics / "pretrain_iter1.json")["batch"]:
+        if m["batch"] != shown_batch:  # iteration 2's only when it differs from iteration 1's
             findings += batch_findings(f"batch, {topic}", m["batch"], on_gpus.get(it, False))
-            batch_done = True
+            shown_batch = m["batch"]
         runs[f"iteration {it} (K={units})"] = (units, curves, prior, it)
         t, lm = m["training"], m["loss_m"]
         pre_rows.append([str(it), str(units), f"{chance_bits(units):.2f}", f"{prior:.2f}", f"{lm['first']:.2f}",
