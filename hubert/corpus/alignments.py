@@ -20,6 +20,9 @@ from typing import Any
 
 SILENCE = "sil"
 SILENCE_LABELS = {"", "sil", "sp", "spn", "<eps>", "<sil>", "silence"}
+# A tonal phone is ``<phone>/<tone>`` (the built-in corpus's Mandarin vowels: ``A/3``);
+# the toneless inventory is the part before the separator.
+TONE_SEP = "/"
 # An alignment may end this much after its audio (aligners round to their frame shift).
 END_TOLERANCE_S = 0.05
 
@@ -57,6 +60,11 @@ class Alignments:
 def phone_label(label: str) -> str:
     label = label.strip()
     return SILENCE if label.lower() in SILENCE_LABELS else label
+
+
+def toneless(phone: str) -> str:
+    """The phone without its tone (``A/3`` -> ``A``); a toneless phone is returned as it is."""
+    return phone.split(TONE_SEP, 1)[0]
 
 
 def read_textgrid(path: Path, tier: str) -> list[tuple[str, float, float]]:

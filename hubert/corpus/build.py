@@ -114,6 +114,8 @@ def build_corpus(candidates: Iterable[Candidate], out_dir: str | Path, cfg: Buil
             audio.write_wav(out_dir / rel, wav, cfg.sample_rate)
         duration = len(wav) / cfg.sample_rate
         alignment = phone_intervals(c.phones, duration) if c.phones is not None else None
+        if c.alignment_problem is not None and alignment_problems is not None:
+            alignment_problems.append(AlignmentProblem(c.source, c.id, c.alignment_problem))
         if c.alignment is not None:
             try:
                 alignment = fit_to_audio(c.alignment, duration)
@@ -206,11 +208,11 @@ def make_corpus(p: CorpusParams, out_dir: str | Path, progress: bool = True) -> 
 
 
 def alignment_warning(built: Built, out_dir: str | Path) -> str | None:
-    """A warning naming the first imported alignment that was not attached, or None."""
+    """A warning naming the first alignment (imported, or of a synthetic utterance) that was not attached, or None."""
     if not built.alignment_problems:
         return None
     first = built.alignment_problems[0]
-    return (f"warning: {len(built.alignment_problems)} imported alignment(s) not attached (first: {first.source}: "
+    return (f"warning: {len(built.alignment_problems)} alignment(s) not attached (first: {first.source}: "
             f"{first.detail}); those utterances are kept without phones, every problem is in "
             f"{Path(out_dir) / ALIGNMENT_PROBLEMS}")
 

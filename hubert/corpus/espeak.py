@@ -29,6 +29,7 @@ _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_DONT_EXIT = 0x8000
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
+_PHONEMES_ASCII = 0  # espeak_TextToPhonemes: phoneme mnemonics as in the phoneme events
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
 _PARAM_RATE = 1
@@ -156,3 +157,23 @@ class Espeak:
         self._lib.espeak_Synchronize()
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return Synthesis(pcm.astype(np.float32) / 32768.0, self.sample_rate, list(self._phones))
+
+    def phonemes(self, text: str, voice: str) -> str:
+        """espeak's phoneme string for ``text`` (what ``espeak-ng -x`` prints), clauses joined by spaces.
+
+        Unlike the phoneme events it keeps the tone of every Mandarin syllable, as Chao
+        tone numbers after the syllable's nucleus (``m'A214`` is 马, tone 3). Translating
+        text changes the engine's state: use an engine that does not also synthesise the
+        corpus, or its audio would depend on this call.
+        """
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise EspeakError(f"espeak-ng has no voice {voice!r}")
+        self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        # espeak advances the pointer clause by clause and sets it to NULL after the last
+        remaining = ctypes.c_char_p(text.encode("utf-8") + b"\0")
+        clauses = []
+        while remaining.value:
+            out = self._lib.espeak_TextToPhonemes(ctypes.byref(remaining), _CHARS_UTF8, _PHONEMES_ASCII)
+            clauses.append((out or b"").decode("utf-8", errors="replace"))
+        return " ".join(c.strip() for c in clauses if c.strip())

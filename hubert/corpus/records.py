@@ -83,6 +83,8 @@ class Candidate:
     subset: str | None = None
     split: str | None = None
     copy: bool = True
+    # why the synthesiser's phones could not become an alignment (the utterance is kept without one)
+    alignment_problem: str | None = None
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hubert.corpus.alignments import SILENCE, merge_intervals
+from hubert.corpus.alignments import SILENCE, TONE_SEP, merge_intervals
 from hubert.corpus.realism import Channel, RealismConfig, apply, draw_channel
 from hubert.corpus.records import Candidate
 from hubert.corpus.textgen import LANGS, TextGenerator, read_extra_text
@@ -33,6 +33,43 @@ def phone_intervals(phones: list[tuple[str, float]], duration: float) -> list[li
         cleaned.insert(0, (SILENCE, 0.0))
     ends = [start for _, start in cleaned[1:]] + [duration]
     return merge_intervals((name, start, end) for (name, start), end in zip(cleaned, ends))
+
+
+# espeak writes a Mandarin syllable's tone as its Chao pitch contour; the tone numbers
+# of pinyin name them. The neutral tone is espeak's low 11. Tone sandhi is what espeak
+# spoke (一个 is yi2 ge5), since the string comes from the same translation as the audio.
+CHAO_TONES = {"55": "1", "35": "2", "214": "3", "51": "4", "11": "5"}
+
+
+def with_tones(phones: list[tuple[str, float]], phoneme_string: str) -> list[tuple[str, float]] | None:
+    """espeak's phoneme events with each syllable's tone attached to its nucleus (``'A`` ->
+    ``'A/3``), read from espeak's phoneme string of the same text (``m'A214_|``), where the
+    tone number follows the nucleus. Consonants, codas and pauses keep their names: the
+    tone lives in the vowel's pitch. A tone number that is none of CHAO_TONES' contours is
+    kept as espeak wrote it. None when the string and the events do not spell the same
+    phonemes (the utterance then has no alignment rather than a wrong one)."""
+    s, i, out = phoneme_string, 0, []
+    for name, start in phones:
+        core = name.lstrip("',")
+        while i < len(s) and s[i] in " ',":
+            i += 1
+        if not s.startswith(core, i) and not core.startswith("_") and s.startswith("_", i):
+            # a pause the string writes and the events do not (they mark it with a zero-length event or not at all)
+            i += 2 if s[i + 1:i + 2] in ("|", ":", "!", "^") else 1
+            while i < len(s) and s[i] in " ',":
+                i += 1
+        if not s.startswith(core, i):
+            if core.startswith("_"):  # an end-of-clause pause the string does not write
+                out.append((name, start))
+                continue
+            return None
+        i += len(core)
+        contour = ""
+        while i < len(s) and s[i].isdigit():
+            contour += s[i]
+            i += 1
+        out.append((f"{name}{TONE_SEP}{CHAO_TONES.get(contour, contour)}" if contour else name, start))
+    return out
 
 
 # ---------------------------------------------------------------- synthetic corpus
@@ -114,6 +151,9 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
     extra = read_extra_text(cfg.extra_text) if cfg.extra_text else []
     speakers = synthetic_speakers(cfg)
     engine = Espeak()
+    # a second engine translates text to phonemes: translating in the synthesising engine
+    # would change its state, and so the audio of every later utterance
+    translator = Espeak()
     channels: dict[str, Channel] = {}
     for li, lang in enumerate(LANGS):
         n = int(cfg.utterances.get(lang, 0))
@@ -146,6 +186,13 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
             if cfg.noise_dbfs is not None:
                 noise = np.random.default_rng([cfg.seed, li, i]).standard_normal(len(wav), dtype=np.float32)
                 wav = wav + noise * np.float32(10 ** (cfg.noise_dbfs / 20))
+            phones, problem = syn.phones, None
+            if lang == "zh":
+                phones = with_tones(syn.phones, translator.phonemes(text, spk.voice))
+                if phones is None:
+                    problem = ("espeak's phoneme string and its phoneme events differ, so the syllables' tones "
+                               "cannot be placed; the utterance is kept without an alignment (report it with its "
+                               "text: it is an espeak-ng translation case this corpus has not met)")
             yield Candidate(id=f"{spk.id}_{i:05d}", lang=lang, speaker=spk.id, source=f"espeak:{spk.voice}",
-                            text=text, waveform=wav, sample_rate=syn.sample_rate, phones=syn.phones,
-                            voice=f"{spk.voice} rate={rate} pitch={pitch}")
+                            text=text, waveform=wav, sample_rate=syn.sample_rate, phones=phones,
+                            voice=f"{spk.voice} rate={rate} pitch={pitch}", alignment_problem=problem)

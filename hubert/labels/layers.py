@@ -96,6 +96,11 @@ def flat_scores(quality: dict) -> dict[str, float]:
     """The sweep's numbers from a label_quality result: SCORES and each language's PNMI."""
     out = {name: quality[name] for name in SCORES}
     out.update({f"pnmi_{lang}": block["pnmi"] for lang, block in quality["per_language"].items() if "pnmi" in block})
+    if "toneless" in quality:  # tonal phones: the same scores with the tones removed, beside them
+        plain = quality["toneless"]
+        out.update({f"toneless_{name}": plain[name] for name in SCORES})
+        out.update({f"toneless_pnmi_{lang}": block["pnmi"] for lang, block in plain["per_language"].items()
+                    if "pnmi" in block})
     return out
 
 
@@ -130,6 +135,16 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     headline = [r["pnmi_conditional"] for r in runs]
     out["pnmi_conditional_std"] = round(float(np.std(headline, ddof=1)), 4) if len(runs) > 1 else 0.0
     return out
+
+
+def toneless_headline(per_layer: dict[int, dict], mfcc_at_layer_rate: dict) -> dict:
+    """With tonal phones: the best layer and its margin over MFCC by the toneless inventory."""
+    key = "toneless_pnmi_conditional"
+    if key not in mfcc_at_layer_rate:
+        return {}
+    best = max(per_layer, key=lambda layer: per_layer[layer][key])
+    return {"toneless_best_layer": best, "toneless_best_pnmi": per_layer[best][key],
+            "toneless_best_minus_mfcc_at_layer_rate": round(per_layer[best][key] - mfcc_at_layer_rate[key], 4)}
 
 
 def chosen_layer(metrics: dict) -> tuple[int, str]:
@@ -214,6 +229,7 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
         "mfcc_at_layer_rate": baseline_at_layer_rate,
         "best_minus_mfcc": round(headline - baseline["pnmi_conditional"], 4),
         "best_minus_mfcc_at_layer_rate": round(headline - baseline_at_layer_rate["pnmi_conditional"], 4),
+        **toneless_headline(per_layer, baseline_at_layer_rate),
         **counts,
         "scored_utterances": len(utts) - n_fit,
         "frames": sum(lengths),

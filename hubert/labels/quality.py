@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hubert.corpus.alignments import TONE_SEP, toneless
+
 WINDOW_S = 0.025  # both MFCC frames and HuBERT CNN frames see 400 samples (25 ms) at 16 kHz
 
 
@@ -170,6 +172,21 @@ def conditional_pnmi(joints: list[np.ndarray]) -> dict[str, float]:
             "pnmi_per_language_mean": float((weights * per_lang).sum())}
 
 
+# the phone scores that are also given for the toneless inventory
+TONELESS_SCORES = ("pnmi_conditional", "pnmi_per_language_mean", "pnmi_conditional_shuffled", "pnmi_prefixed",
+                   "phone_purity", "cluster_purity", "phones")
+
+
+def has_tones(utts: list[UttLabels]) -> bool:
+    return any(TONE_SEP in seg[0] for u in utts if u.alignment for seg in u.alignment)
+
+
+def without_tones(utts: list[UttLabels]) -> list[UttLabels]:
+    """The same utterances with toneless phones (``A/3`` -> ``A``)."""
+    return [UttLabels(u.lang, [[toneless(seg[0]), *seg[1:]] for seg in u.alignment] if u.alignment else u.alignment,
+                      u.units) for u in utts]
+
+
 def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int) -> dict:
     """Quality metrics over distinct utterances (numbers only, for metrics/*.json).
 
@@ -184,7 +201,23 @@ def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, see
     Utterances without an alignment are counted and left out of the phone
     metrics (never given made-up phones); they still count for the language
     metrics, which need only the language.
+
+    When phones carry tones (the built-in corpus's Mandarin vowels, ``A/3``), the
+    scores are of the tonal inventory, and ``toneless`` holds the phone scores
+    with the tones removed (and each language's PNMI), for comparison with
+    toneless references.
     """
+    out = _label_quality(utts, label_rate, n_clusters, seed)
+    if has_tones(utts):
+        plain = _label_quality(without_tones(utts), label_rate, n_clusters, seed)
+        out["toneless"] = {**{k: plain[k] for k in TONELESS_SCORES if k in plain},
+                           "per_language": {lang: {k: block[k] for k in ("pnmi", "phone_purity", "cluster_purity")
+                                                   if k in block}
+                                            for lang, block in plain["per_language"].items()}}
+    return out
+
+
+def _label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int) -> dict:
     langs = sorted({u.lang for u in utts})
     rng = np.random.default_rng(seed)
     phone_ids: dict[str, int] = {}
