@@ -299,7 +299,8 @@ class Run:
     processes: the Hydra overrides of each fairseq process to start here (one per
     rank when the caller starts the ranks itself): the first one's log is
     streamed, the others print to our output; prefix: what starts the command
-    (e.g. srun, to start it on every node of a SLURM allocation).
+    (e.g. srun, to start it on every node of a SLURM allocation); env: variables
+    added to the fairseq processes' environment.
     """
 
     root: Path
@@ -316,6 +317,7 @@ class Run:
     name: str = "fairseq"
     processes: tuple[tuple[str, ...], ...] = ((),)
     prefix: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,7 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
         print(f"{run.name}: " + " ".join(cmd))
     # records must arrive when logged (we time them); fairseq opens manifests and labels in text mode
     # with the locale's encoding, which is ASCII in a bare C locale: Mandarin labels need UTF-8
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONUTF8="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONUTF8="1", **dict(run.env))
     start = time.monotonic()
     proc = subprocess.Popen(commands[0], cwd=run.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)

@@ -154,7 +154,9 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
     return {
         **hydra_block(),
         "common": {"seed": p.seed, "cpu": hardware.gpus == 0, "fp16": hardware.precision == "fp16",
-                   "bf16": hardware.precision == "bf16", "log_format": "json", "log_interval": s.log_interval,
+                   # bf16 on the CPU is pretraining's autocast; fine-tuning on the CPU stays fp32
+                   "bf16": hardware.precision == "bf16" and hardware.gpus > 0,
+                   "log_format": "json", "log_interval": s.log_interval,
                    "reset_logging": True, "user_dir": user_dir},
         "checkpoint": checkpoint,
         # fine-tuning runs on this machine alone: its GPUs, or one CPU process (nodes and

@@ -10,6 +10,8 @@ from typing import Any
 from hubert.params import from_dict
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# set to "bf16" in the environment of the fairseq processes that pretrain under CPU autocast
+CPU_AUTOCAST_ENV = "HUBERT_DVC_CPU_AUTOCAST"
 BACKENDS = ("nccl", "gloo")
 LR_SCHEDULERS = ("polynomial_decay", "tri_stage")
 ITERATIONS = ("iter1", "iter2")
@@ -155,7 +157,16 @@ class HardwareParams:
     processes per node. backend: torch.distributed's (nccl for GPUs, gloo for
     CPUs), used when there is more than one process. port: the rendezvous port
     on the first node, used across nodes and by CPU processes (on one GPU node
-    fairseq picks its own). precision: fp32 | fp16 | bf16 (the last two need GPUs)."""
+    fairseq picks its own). precision: fp32 | fp16 | bf16; on GPUs fairseq's fp16 /
+    bf16 training; on the CPU (gpus 0) fp16 is refused and bf16 means pretraining
+    under bf16 autocast with fp32 weights (:mod:`hubert_dvc_plugin.cpu_autocast`;
+    fine-tuning on the CPU stays fp32)."""
+
+    @property
+    def cpu_autocast(self) -> bool:
+        """Pretraining on the CPU under bf16 autocast (fairseq itself trains fp32)."""
+        return self.gpus == 0 and self.precision == "bf16"
+
 
     gpus: int
     precision: str
@@ -170,9 +181,9 @@ class HardwareParams:
             raise ValueError(f"pretrain.hardware.gpus={self.gpus} must be >= 0 (0 = CPU)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"pretrain.hardware.precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
-        if self.gpus == 0 and self.precision != "fp32":
-            raise ValueError(f"pretrain.hardware.precision={self.precision} needs GPUs; on the CPU (gpus: 0) "
-                             "use fp32")
+        if self.gpus == 0 and self.precision == "fp16":
+            raise ValueError("pretrain.hardware.precision=fp16 needs GPUs; on the CPU (gpus: 0) use fp32, or bf16 "
+                             "(autocast: fp32 weights, bf16 matrix products)")
         if self.nodes < 1:
             raise ValueError(f"pretrain.hardware.nodes={self.nodes} must be >= 1")
         if self.cpu_processes < 1:

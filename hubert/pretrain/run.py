@@ -42,7 +42,7 @@ from hubert.pretrain.config import (
     run_identity,
 )
 from hubert.pretrain.metrics import audio_per_update_s, final_metrics, plot_values, record_check
-from hubert.pretrain.params import CONV_HOP, PretrainParams, check_devices
+from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, PretrainParams, check_devices
 
 
 def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, out: str | Path,
@@ -82,7 +82,8 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
         plot_values=lambda record, previous: plot_values(record, previous, label_set.chance_bits),
         audio_per_update_s=lambda stats: audio_per_update_s(stats, frame_s),
         on_record=record_check(label_set, dict_file(rel_labels).as_posix()), name=name,
-        processes=process_overrides(p.hardware), prefix=prefix))
+        processes=process_overrides(p.hardware), prefix=prefix,
+        env=((CPU_AUTOCAST_ENV, "bf16"),) if p.hardware.cpu_autocast else ()))
     if result.process_s:
         print(f"{name}: fairseq-hydra-train ran {result.process_s:.0f} s (from update {result.resumed_from})")
     export_checkpoint(Path(out) / "checkpoints" / LAST, Path(out) / "checkpoint.pt")

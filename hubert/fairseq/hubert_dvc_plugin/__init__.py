@@ -34,6 +34,9 @@ fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
    dies at the first update with "Found no NVIDIA driver". Without CUDA its
    buffers are now made on the CPU; the gather itself (an all-reduce of the
    pickled outputs) is fairseq's, unchanged.
+
+And, when the training stage asks for it through the environment, bf16 autocast
+of HubertModel on the CPU (:mod:`.cpu_autocast`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from fairseq.models.hubert import hubert as fairseq_hubert
 
 from hubert.fairseq import fixes
 from hubert.fairseq.checkpoint import allowed_globals
+
+from . import cpu_autocast
 
 torch.serialization.add_safe_globals(allowed_globals())
 fixes.apply()
@@ -87,6 +92,9 @@ def all_gather_list_on_cpu(data, group=None, max_size=16384):
 if not getattr(distributed_utils.all_gather_list, "_hubert_dvc_cpu", False):
     all_gather_list_on_cpu._hubert_dvc_cpu = True
     distributed_utils.all_gather_list = all_gather_list_on_cpu
+
+# pretrain.hardware.precision bf16 on the CPU (see cpu_autocast)
+cpu_autocast.enable_if_asked(fairseq_hubert.HubertModel)
 
 # fairseq imports a user_dir by putting its parent (our hubert/fairseq/ package
 # directory) first on sys.path. Left there, its modules (checkpoint, formats,
