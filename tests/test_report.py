@@ -408,3 +408,17 @@ def test_records_of_end_of_epoch_lines_are_not_doubled():
                ("valid_en", {"num_updates": 10.0, "loss_m_0": 6.9})]
     c = from_records(records)
     assert list(c.get("train", "loss_m").values) == [6.7] and c.valid_splits() == ["valid_en"]
+
+
+def test_tonal_labels_show_the_toneless_scores_beside():
+    tonal = {**labels_metrics(0.45, 0.02),
+             "toneless": {"pnmi_conditional": 0.48, "per_language": {"zh": {"pnmi": 0.55}}}}
+    sweep = {**layers_metrics(0.40, 0.45), "toneless_best_layer": 1, "toneless_best_pnmi": 0.41,
+             "toneless_best_minus_mfcc_at_layer_rate": -0.06}
+    sweep["mfcc_at_layer_rate"]["toneless_pnmi_conditional"] = 0.47
+    text = {f.code: f.text for f in label_findings({1: tonal}, sweep)}
+    assert "PNMI 0.450 (en 0.400, zh 0.500) with Mandarin tones; 0.480 without them (zh 0.550)" in text["pnmi"]
+    assert "without Mandarin tones the best layer (1) scores 0.410 against MFCC's 0.470 (-0.060)" in \
+        text["layer_vs_mfcc"]
+    plain = {f.code: f.text for f in label_findings({1: labels_metrics(0.45, 0.02)}, layers_metrics(0.40, 0.45))}
+    assert "tones" not in plain["pnmi"] and "tones" not in plain["layer_vs_mfcc"]

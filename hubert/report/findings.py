@@ -224,6 +224,10 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
         pnmi, floor = m["pnmi_conditional"], m["pnmi_conditional_shuffled"]
         langs = ", ".join(f"{lang} {v['pnmi']:.3f}" for lang, v in sorted(m.get("per_language", {}).items()))
         what = f"K={m['n_clusters']} at {m['label_rate']:g} Hz: PNMI {pnmi:.3f}" + (f" ({langs})" if langs else "")
+        if "toneless" in m:  # tonal Mandarin phones: the toneless inventory's score beside it
+            zh = m["toneless"].get("per_language", {}).get("zh", {}).get("pnmi")
+            what += (f" with Mandarin tones; {m['toneless']['pnmi_conditional']:.3f} without them"
+                     + (f" (zh {zh:.3f})" if zh is not None else ""))
         if pnmi <= floor + PNMI_FLOOR_MARGIN:
             out.append(Finding(topic, f"{what}, not above its shuffled floor {floor:.3f}: the units carry no "
                                       "phone information (features or k-means broken)", True, "pnmi_at_floor"))
@@ -238,7 +242,7 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
         out.append(Finding("layer sweep", f"the iteration-1 model's best layer ({layers['best_layer']}) scores PNMI "
                                           f"{best:.3f}, {side} MFCC's {mfcc:.3f} at the same K={layers['n_clusters']} "
                                           f"and {layers['label_rate']:g} Hz ({diff:+.3f}; k-means seed spread "
-                                          f"{spread:.3f})", False, "layer_vs_mfcc"))
+                                          f"{spread:.3f})" + _toneless_sweep(layers), False, "layer_vs_mfcc"))
         it2 = labels.get(2)
         same_k_and_rate = it2 and it2["n_clusters"] == layers["n_clusters"] and \
             it2["label_rate"] == layers["label_rate"]
@@ -256,6 +260,15 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
                 code = "iter2_not_better"
             out.append(Finding("labels, iteration 2", text, False, code))
     return out
+
+
+def _toneless_sweep(layers: dict) -> str:
+    if "toneless_best_pnmi" not in layers:
+        return ""
+    mfcc = layers["mfcc_at_layer_rate"]["toneless_pnmi_conditional"]
+    return (f"; without Mandarin tones the best layer ({layers['toneless_best_layer']}) scores "
+            f"{layers['toneless_best_pnmi']:.3f} against MFCC's {mfcc:.3f} "
+            f"({layers['toneless_best_minus_mfcc_at_layer_rate']:+.3f})")
 
 
 # ---------------------------------------------------------------- downstream
