@@ -37,7 +37,7 @@ def build(model_cfg: dict, units: int, seed: int, autocast: bool = False):
     from fairseq.data.dictionary import Dictionary
     from fairseq.models.hubert.hubert import HubertConfig, HubertModel
 
-    from hubert.fairseq.hubert_dvc_plugin import cpu_autocast
+    from hubert.fairseq import cpu_autocast
 
     if autocast:
         class HubertModel(HubertModel):  # noqa: F811 (a patched subclass; fairseq's class stays as it is)

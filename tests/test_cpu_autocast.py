@@ -1,5 +1,5 @@
 """pretrain.hardware.precision bf16 on the CPU: HubertModel under bf16 autocast
-(hubert_dvc_plugin.cpu_autocast), the params and config that ask for it, and a
+(hubert.fairseq.cpu_autocast), the params and config that ask for it, and a
 tiny pretraining run through the stage."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hubert.fairseq.hubert_dvc_plugin import cpu_autocast
+from hubert.fairseq import cpu_autocast
 from hubert.pretrain.params import CPU_AUTOCAST_ENV, HardwareParams
 from tests._pretrain_fixtures import make_clone, run_stage
 
@@ -36,6 +36,9 @@ def small_model(cls):
 @pytest.fixture(scope="module")
 def classes():
     from fairseq.models.hubert.hubert import HubertModel
+
+    # the plugin's seeded masking: both models draw the same masks from torch's seed
+    import hubert.fairseq.hubert_dvc_plugin  # noqa: F401
 
     class Autocast(HubertModel):  # a subclass: fairseq's own class stays unpatched in this process
         pass

@@ -159,7 +159,7 @@ class HardwareParams:
     on the first node, used across nodes and by CPU processes (on one GPU node
     fairseq picks its own). precision: fp32 | fp16 | bf16; on GPUs fairseq's fp16 /
     bf16 training; on the CPU (gpus 0) fp16 is refused and bf16 means pretraining
-    under bf16 autocast with fp32 weights (:mod:`hubert_dvc_plugin.cpu_autocast`;
+    under bf16 autocast with fp32 weights (:mod:`hubert.fairseq.cpu_autocast`;
     fine-tuning on the CPU stays fp32)."""
 
     @property

@@ -36,7 +36,7 @@ fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
    pickled outputs) is fairseq's, unchanged.
 
 And, when the training stage asks for it through the environment, bf16 autocast
-of HubertModel on the CPU (:mod:`.cpu_autocast`).
+of HubertModel on the CPU (:mod:`hubert.fairseq.cpu_autocast`).
 """
 
 from __future__ import annotations
@@ -49,10 +49,8 @@ from fairseq.data.data_utils import compute_mask_indices
 from fairseq.distributed import utils as distributed_utils
 from fairseq.models.hubert import hubert as fairseq_hubert
 
-from hubert.fairseq import fixes
+from hubert.fairseq import cpu_autocast, fixes
 from hubert.fairseq.checkpoint import allowed_globals
-
-from . import cpu_autocast
 
 torch.serialization.add_safe_globals(allowed_globals())
 fixes.apply()
