@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hubert.corpus.alignments import toneless
+from hubert.corpus.alignments import is_tonal, toneless
 from hubert.corpus.build import BuildConfig, alignment_warning, build_corpus
 from hubert.corpus.espeak import Espeak
 from hubert.corpus.records import Candidate
 from hubert.corpus.synthetic import SyntheticConfig, phone_intervals, synthetic_candidates, with_tones
 from hubert.labels.layers import flat_scores
 from hubert.labels.quality import UttLabels, label_quality
+from hubert.pretrain.params import bf16_cpu_warning
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,50 @@ def test_a_sentence_with_known_tones(engines):
 def test_tone_sandhi_is_what_espeak_spoke(engines):
     # 一 is yī alone but yí before a fourth tone (一个): the reference follows the audio
     assert tonal_vowels(engines, "一个")[0] == "i/2"
+
+
+def test_third_tone_sandhi_is_applied_as_espeak_speaks_it(engines):
+    # espeak writes 你好 as ni214X'Au214 and speaks the first syllable rising (35): tone 2
+    assert tonal_vowels(engines, "你好") == ["i/2", "Au/3"]
+    # a run of third tones: all but the last become second tones
+    assert [v.split("/")[1] for v in tonal_vowels(engines, "我很好")] == ["2", "2", "3"]
+
+
+def test_sandhi_crosses_syllable_breaks_but_not_pauses():
+    events = [("m", 0.0), ("'A", 0.1), ("_|", 0.2), ("m", 0.2), ("'A", 0.3), ("_|", 0.4)]
+    assert [n for n, _ in with_tones(events, "m'A214_| m'A214_|")][1::3] == ["'A/2", "'A/3"]
+    paused = [("m", 0.0), ("'A", 0.1), ("_:", 0.2), ("m", 0.5), ("'A", 0.6)]
+    assert [n for n, _ in with_tones(paused, "m'A214_: m'A214")][1::3] == ["'A/3", "'A/3"]
+    # a third tone before another tone keeps its number (espeak speaks it as the half-third 21)
+    assert [n for n, _ in with_tones(events, "m'A214_| m'A51_|")][1::3] == ["'A/3", "'A/4"]
+
+
+def test_a_language_switch_gives_no_alignment():
+    # espeak speaks a word it does not know in Mandarin with English phones, between (en) and (cmn)
+    events = [("(en)", 0.0), ("n", 0.0), ("'a", 0.1), ("(cmn)", 0.3), ("_|", 0.3)]
+    assert with_tones(events, "(en)n'a(cmn)_|") is None
+
+
+def test_longer_pauses_in_the_string_are_skipped_whole():
+    events = [("m", 0.0), ("'A", 0.1), ("m", 0.5), ("'A", 0.6)]
+    assert [n for n, _ in with_tones(events, "m'A55_:: m'A51")][1::2] == ["'A/1", "'A/4"]
+
+
+def test_only_a_final_slash_and_digits_is_a_tone():
+    assert toneless("A/3") == "A" and is_tonal("A/3") and is_tonal("iou/11")
+    for label in ("a/b", "sil/sp", "A/", "/3", "a/b/c"):
+        assert toneless(label) == label and not is_tonal(label)
+    assert toneless("a/b/3") == "a/b"
+    rate = 50.0
+    imported = [UttLabels("en", [["s/z", 0.0, 0.3], ["t", 0.3, 0.6]], np.array([0] * 15 + [1] * 15))]
+    assert "toneless" not in label_quality(imported, rate, 2, seed=0)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about():
+    assert bf16_cpu_warning("flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile") is None
+    assert bf16_cpu_warning("flags : fpu amx_bf16") is None
+    warning = bf16_cpu_warning("flags\t\t: fpu sse avx2 avx512f")
+    assert "without bf16 instructions" in warning and "precision=fp32" in warning
 
 
 def test_consonants_codas_and_pauses_keep_their_names(engines):

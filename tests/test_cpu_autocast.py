@@ -118,8 +118,19 @@ def test_tiny_pretraining_in_bf16_on_the_cpu(tmp_path, tiny_corpus, tiny_manifes
                        overrides=["pretrain.hardware.precision=bf16"])
     code, out = run_stage(clone)
     assert code == 0, out[-3000:]
+    assert "runs under bf16 autocast on the CPU" in out  # the plugin says so in the training log
     config = (clone / "data/pretrain/iter1/fairseq_config.yaml").read_text()
     assert "bf16: false" in config and f"{CPU_AUTOCAST_ENV}=bf16" in config
     metrics = json.loads((clone / "metrics/pretrain_iter1.json").read_text())
     assert metrics["training"]["updates"] == 40 and math.isfinite(metrics["loss_m"]["last"])
     assert (Path(clone) / "data/pretrain/iter1/checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_an_fp32_run_ignores_autocast_asked_in_the_users_environment(tmp_path, tiny_corpus, tiny_manifests,
+                                                                     monkeypatch):
+    monkeypatch.setenv(CPU_AUTOCAST_ENV, "bf16")  # run_stage passes the environment on
+    clone = make_clone(tmp_path / "repo", tiny_corpus, tiny_manifests)
+    code, out = run_stage(clone)
+    assert code == 0, out[-3000:]
+    assert "bf16 autocast" not in out

@@ -111,12 +111,15 @@ def test_pre_ln_and_tri_stage_reach_fairseqs_config():
 def test_demo_profile_is_the_measured_cpu_model():
     p = params("demo")
     m = p.model
-    assert (m.conv_channels, m.encoder_layers, m.encoder_embed_dim, m.encoder_ffn_embed_dim, m.final_dim) == \
-        (128, 4, 256, 1024, 64)
-    assert ast.literal_eval(m.conv_feature_layers()) == [(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2
-    assert (p.optimization.lr, p.optimization.warmup_updates, p.optimization.max_update) == (5e-4, 50, 3800)
+    assert (m.encoder_layers, m.encoder_embed_dim, m.encoder_ffn_embed_dim, m.final_dim) == (4, 256, 1024, 64)
+    # narrow early CNN layers, the HuBERT kernels and strides (320-sample hop)
+    assert ast.literal_eval(m.conv_feature_layers()) == [(32, 10, 5), (64, 3, 2), (64, 3, 2), (128, 3, 2),
+                                                          (128, 3, 2), (128, 2, 2), (128, 2, 2)]
+    assert (p.optimization.lr, p.optimization.warmup_updates, p.optimization.max_update) == (5e-4, 50, 8000)
     assert (p.batch.max_tokens, p.batch.max_sample_size) == (320000, 64000)
-    assert (p.hardware.gpus, p.hardware.precision) == (0, "fp32")
+    assert (p.hardware.gpus, p.hardware.precision, p.hardware.cpu_autocast) == (0, "bf16", True)
+    cfg = config(p)
+    assert cfg["common"]["bf16"] is False and cfg["common"]["cpu"] is True  # fairseq trains fp32 around autocast
 
 
 def test_base_profile_is_fairseqs_recipe_with_the_papers_iteration_1_and_the_reference_batch():

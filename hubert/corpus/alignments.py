@@ -13,6 +13,7 @@ audio and transcript, without an alignment. Nothing valid is lost.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 
 SILENCE = "sil"
 SILENCE_LABELS = {"", "sil", "sp", "spn", "<eps>", "<sil>", "silence"}
-# A tonal phone is ``<phone>/<tone>`` (the built-in corpus's Mandarin vowels: ``A/3``);
-# the toneless inventory is the part before the separator.
+# A tonal phone is ``<phone>/<tone digits>`` (the built-in corpus's Mandarin vowels: ``A/3``);
+# the toneless inventory is the part before the separator. Only a final "/" followed by
+# digits is a tone: an imported label may contain "/" for other reasons.
 TONE_SEP = "/"
+_TONAL = re.compile(r"(.+)/(\d+)")
 # An alignment may end this much after its audio (aligners round to their frame shift).
 END_TOLERANCE_S = 0.05
 
@@ -63,8 +66,13 @@ def phone_label(label: str) -> str:
 
 
 def toneless(phone: str) -> str:
-    """The phone without its tone (``A/3`` -> ``A``); a toneless phone is returned as it is."""
-    return phone.split(TONE_SEP, 1)[0]
+    """The phone without its tone (``A/3`` -> ``A``); any other label is returned as it is."""
+    tonal = _TONAL.fullmatch(phone)
+    return tonal.group(1) if tonal else phone
+
+
+def is_tonal(phone: str) -> bool:
+    return _TONAL.fullmatch(phone) is not None
 
 
 def read_textgrid(path: Path, tier: str) -> list[tuple[str, float, float]]:

@@ -4,6 +4,7 @@ Mandarin sentences, with phone alignments from espeak's phoneme events."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -36,40 +37,66 @@ def phone_intervals(phones: list[tuple[str, float]], duration: float) -> list[li
 
 
 # espeak writes a Mandarin syllable's tone as its Chao pitch contour; the tone numbers
-# of pinyin name them. The neutral tone is espeak's low 11. Tone sandhi is what espeak
-# spoke (一个 is yi2 ge5), since the string comes from the same translation as the audio.
+# of pinyin name them. The neutral tone is espeak's low 11. The string carries the
+# dictionary's tone changes (一个 is yi2 ge5) but not the third-tone sandhi, which espeak
+# applies later, when it computes the pitch it speaks (intonation.c, CalcPitches_Tone):
+# a 214 before another 214 is spoken 35, a second tone, across syllable and word breaks
+# but not across a pause. with_tones applies it the same way, so labels follow the audio.
 CHAO_TONES = {"55": "1", "35": "2", "214": "3", "51": "4", "11": "5"}
+THIRD, SANDHI = "214", "35"
+# espeak's pause mnemonics: "_" and what follows it that is not a letter or digit (_| _: _:: _!)
+PAUSE = re.compile(r"_[^\w\s',]*")
 
 
 def with_tones(phones: list[tuple[str, float]], phoneme_string: str) -> list[tuple[str, float]] | None:
     """espeak's phoneme events with each syllable's tone attached to its nucleus (``'A`` ->
     ``'A/3``), read from espeak's phoneme string of the same text (``m'A214_|``), where the
-    tone number follows the nucleus. Consonants, codas and pauses keep their names: the
-    tone lives in the vowel's pitch. A tone number that is none of CHAO_TONES' contours is
-    kept as espeak wrote it. None when the string and the events do not spell the same
-    phonemes (the utterance then has no alignment rather than a wrong one)."""
-    s, i, out = phoneme_string, 0, []
-    for name, start in phones:
+    tone number follows the nucleus, with espeak's third-tone sandhi applied (你好:
+    ``i/2 ... Au/3``). Consonants, codas and pauses keep their names: the tone lives in
+    the vowel's pitch. A contour that is none of CHAO_TONES' is kept as espeak wrote it.
+
+    None when the string and the events do not spell the same phonemes, or when espeak
+    switched language inside the utterance (``(en)``: a word it does not know in Mandarin,
+    spoken with English phones): the utterance then has no alignment rather than a
+    wrong one."""
+    s, i = phoneme_string, 0
+    names: list[str] = []
+    contours: list[str] = []
+    for name, _ in phones:
         core = name.lstrip("',")
+        if core.startswith("("):
+            return None
         while i < len(s) and s[i] in " ',":
             i += 1
-        if not s.startswith(core, i) and not core.startswith("_") and s.startswith("_", i):
+        pause = PAUSE.match(s, i)
+        if not s.startswith(core, i) and not core.startswith("_") and pause:
             # a pause the string writes and the events do not (they mark it with a zero-length event or not at all)
-            i += 2 if s[i + 1:i + 2] in ("|", ":", "!", "^") else 1
+            i = pause.end()
             while i < len(s) and s[i] in " ',":
                 i += 1
         if not s.startswith(core, i):
             if core.startswith("_"):  # an end-of-clause pause the string does not write
-                out.append((name, start))
+                names.append(name)
+                contours.append("")
                 continue
             return None
         i += len(core)
-        contour = ""
-        while i < len(s) and s[i].isdigit():
-            contour += s[i]
-            i += 1
-        out.append((f"{name}{TONE_SEP}{CHAO_TONES.get(contour, contour)}" if contour else name, start))
-    return out
+        digits = re.match(r"\d*", s[i:]).group()
+        i += len(digits)
+        names.append(name)
+        contours.append(digits)
+    spoken = list(contours)
+    previous = None  # index of the last toned syllable since the last pause
+    for k, (name, contour) in enumerate(zip(names, contours)):
+        core = name.lstrip("',")
+        if core.startswith("_") and core != "_|":
+            previous = None
+        elif contour:
+            if previous is not None and contours[previous] == THIRD and contour == THIRD:
+                spoken[previous] = SANDHI
+            previous = k
+    return [(f"{name}{TONE_SEP}{CHAO_TONES.get(c, c)}" if c else name, start)
+            for (name, start), c in zip(phones, spoken)]
 
 
 # ---------------------------------------------------------------- synthetic corpus
@@ -190,9 +217,10 @@ def synthetic_candidates(cfg: SyntheticConfig) -> Iterator[Candidate]:
             if lang == "zh":
                 phones = with_tones(syn.phones, translator.phonemes(text, spk.voice))
                 if phones is None:
-                    problem = ("espeak's phoneme string and its phoneme events differ, so the syllables' tones "
-                               "cannot be placed; the utterance is kept without an alignment (report it with its "
-                               "text: it is an espeak-ng translation case this corpus has not met)")
+                    problem = (f"text {text!r}: espeak switched language inside it (a word it does not know in "
+                               "Mandarin), or its phoneme string and phoneme events differ, so the syllables' tones "
+                               "cannot be placed; the utterance is kept without an alignment (remove or rewrite "
+                               "the sentence in corpus.synthetic.extra_text)")
             yield Candidate(id=f"{spk.id}_{i:05d}", lang=lang, speaker=spk.id, source=f"espeak:{spk.voice}",
                             text=text, waveform=wav, sample_rate=syn.sample_rate, phones=phones,
                             voice=f"{spk.voice} rate={rate} pitch={pitch}", alignment_problem=problem)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import torch
 
@@ -79,4 +80,7 @@ def enable_if_asked(model_class) -> bool:
     if asked != "bf16":
         raise ValueError(f"{ENV}={asked!r}: the only CPU autocast is bf16")
     patch(model_class)
+    # in the training log: the config says fp32 (fairseq trains fp32 around the autocast)
+    print(f"hubert_dvc: {ENV}=bf16: {model_class.__name__} runs under bf16 autocast on the CPU", file=sys.stderr,
+          flush=True)
     return True

@@ -38,7 +38,7 @@ from hubert.fairseq.launcher import (
     portable_path,
 )
 from hubert.finetune.params import FinetuneParams, Variant
-from hubert.pretrain.params import CONV_HOP, HardwareParams, check_devices
+from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices
 
 CONFIG_NAME = "fairseq_config"
 BEST = "checkpoint_best.pt"
@@ -331,7 +331,9 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
         max_update=config["optimization"]["max_update"], live_dir=live_dir, plot_values=plot_values,
         # fairseq's ctc criterion logs sentences per batch (bsz), not samples: audio is estimated from the mean length
         audio_per_update_s=lambda stats: stats.get("bsz", 0.0) * mean_s,
-        on_record=check_record, name=f"finetune {name}"))
+        on_record=check_record, name=f"finetune {name}",
+        # fine-tuning trains fp32 on the CPU: never pretraining's autocast, even if the user's environment asks
+        env=((CPU_AUTOCAST_ENV, ""),)))
     best = Path(out) / "checkpoints" / BEST
     if not best.is_file():
         raise TrainingError(f"finetune {name}: fairseq wrote no {save_dir}/{BEST} (no validation ran?); lower "

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hubert.corpus.alignments import TONE_SEP, toneless
+from hubert.corpus.alignments import is_tonal, toneless
 
 WINDOW_S = 0.025  # both MFCC frames and HuBERT CNN frames see 400 samples (25 ms) at 16 kHz
 
@@ -178,7 +178,7 @@ TONELESS_SCORES = ("pnmi_conditional", "pnmi_per_language_mean", "pnmi_condition
 
 
 def has_tones(utts: list[UttLabels]) -> bool:
-    return any(TONE_SEP in seg[0] for u in utts if u.alignment for seg in u.alignment)
+    return any(is_tonal(seg[0]) for u in utts if u.alignment for seg in u.alignment)
 
 
 def without_tones(utts: list[UttLabels]) -> list[UttLabels]:

@@ -77,7 +77,8 @@ def run_identity(config: dict[str, Any], inputs: list[Path]) -> dict[str, str]:
     """What a checkpoint must have been trained on to be continued by this config: the
     model's shape, the label set and the bytes of the manifests, labels and dictionary
     (not their paths: a clone elsewhere continues the same run), and whether
-    precision is fp32 or half (fp16 and bf16 continue each other). Everything else
+    precision is fp32 or half (on GPUs fp16 and bf16 continue each other; on the CPU
+    bf16 is autocast around fp32 training, so fp32 and bf16 continue each other). Everything else
     (max_update, GPUs, workers, logging, learning rate, ...) may change between a
     checkpoint and its continuation."""
     identity = {f"model.{k}": str(config["model"][k]) for k in SHAPE_KEYS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hubert.params import from_dict
@@ -162,12 +163,6 @@ class HardwareParams:
     under bf16 autocast with fp32 weights (:mod:`hubert.fairseq.cpu_autocast`;
     fine-tuning on the CPU stays fp32)."""
 
-    @property
-    def cpu_autocast(self) -> bool:
-        """Pretraining on the CPU under bf16 autocast (fairseq itself trains fp32)."""
-        return self.gpus == 0 and self.precision == "bf16"
-
-
     gpus: int
     precision: str
     num_workers: int
@@ -219,10 +214,35 @@ class HardwareParams:
         """Processes that each take max_tokens per forward pass."""
         return self.world_size
 
+    @property
+    def cpu_autocast(self) -> bool:
+        """Pretraining on the CPU under bf16 autocast (fairseq itself trains fp32)."""
+        return self.gpus == 0 and self.precision == "bf16"
+
+
+# /proc/cpuinfo flags of CPUs that compute in bf16 natively; elsewhere torch emulates it
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_cpu_warning(cpuinfo: str) -> str | None:
+    """A warning when ``cpuinfo`` (the text of /proc/cpuinfo) lists none of BF16_CPU_FLAGS."""
+    flags = set(cpuinfo.split())
+    if any(flag in flags for flag in BF16_CPU_FLAGS):
+        return None
+    return ("warning: pretrain.hardware.precision=bf16 on a CPU without bf16 instructions (/proc/cpuinfo lists none "
+            f"of {', '.join(BF16_CPU_FLAGS)}): torch emulates bf16 there, usually slower than fp32; set "
+            "pretrain.hardware.precision=fp32")
+
 
 def check_devices(h: HardwareParams) -> None:
-    """Fail before launching when the machine lacks the GPUs the params ask for."""
+    """Fail before launching when the machine lacks the GPUs the params ask for; warn when
+    bf16 autocast is asked of a CPU without bf16 instructions."""
     if h.gpus == 0:
+        cpuinfo = Path("/proc/cpuinfo")
+        if h.cpu_autocast and cpuinfo.is_file():
+            warning = bf16_cpu_warning(cpuinfo.read_text(errors="replace"))
+            if warning:
+                print(warning, flush=True)
         return
     import torch
 

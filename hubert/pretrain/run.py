@@ -83,7 +83,8 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
         audio_per_update_s=lambda stats: audio_per_update_s(stats, frame_s),
         on_record=record_check(label_set, dict_file(rel_labels).as_posix()), name=name,
         processes=process_overrides(p.hardware), prefix=prefix,
-        env=((CPU_AUTOCAST_ENV, "bf16"),) if p.hardware.cpu_autocast else ()))
+        # always set: an autocast asked for in the user's own environment would not show in the config
+        env=((CPU_AUTOCAST_ENV, "bf16" if p.hardware.cpu_autocast else ""),)))
     if result.process_s:
         print(f"{name}: fairseq-hydra-train ran {result.process_s:.0f} s (from update {result.resumed_from})")
     export_checkpoint(Path(out) / "checkpoints" / LAST, Path(out) / "checkpoint.pt")
