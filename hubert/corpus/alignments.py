@@ -25,7 +25,7 @@ SILENCE_LABELS = {"", "sil", "sp", "spn", "<eps>", "<sil>", "silence"}
 # the toneless inventory is the part before the separator. Only a final "/" followed by
 # digits is a tone: an imported label may contain "/" for other reasons.
 TONE_SEP = "/"
-_TONAL = re.compile(r"(.+)/(\d+)")
+_TONAL = re.compile(rf"(.+){re.escape(TONE_SEP)}(\d+)")
 # An alignment may end this much after its audio (aligners round to their frame shift).
 END_TOLERANCE_S = 0.05
 

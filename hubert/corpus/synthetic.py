@@ -60,35 +60,34 @@ def with_tones(phones: list[tuple[str, float]], phoneme_string: str) -> list[tup
     spoken with English phones): the utterance then has no alignment rather than a
     wrong one."""
     s, i = phoneme_string, 0
-    names: list[str] = []
-    contours: list[str] = []
-    for name, _ in phones:
-        core = name.lstrip("',")
-        if core.startswith("("):
-            return None
+
+    def skip_marks(i: int) -> int:  # spaces and stress marks between phonemes
         while i < len(s) and s[i] in " ',":
             i += 1
+        return i
+
+    cores = [name.lstrip("',") for name, _ in phones]
+    contours: list[str] = []
+    for core in cores:
+        if core.startswith("("):
+            return None
+        i = skip_marks(i)
         pause = PAUSE.match(s, i)
         if not s.startswith(core, i) and not core.startswith("_") and pause:
             # a pause the string writes and the events do not (they mark it with a zero-length event or not at all)
-            i = pause.end()
-            while i < len(s) and s[i] in " ',":
-                i += 1
+            i = skip_marks(pause.end())
         if not s.startswith(core, i):
             if core.startswith("_"):  # an end-of-clause pause the string does not write
-                names.append(name)
                 contours.append("")
                 continue
             return None
         i += len(core)
         digits = re.match(r"\d*", s[i:]).group()
         i += len(digits)
-        names.append(name)
         contours.append(digits)
     spoken = list(contours)
     previous = None  # index of the last toned syllable since the last pause
-    for k, (name, contour) in enumerate(zip(names, contours)):
-        core = name.lstrip("',")
+    for k, (core, contour) in enumerate(zip(cores, contours)):
         if core.startswith("_") and core != "_|":
             previous = None
         elif contour:

@@ -209,7 +209,7 @@ def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, see
     """
     out = _label_quality(utts, label_rate, n_clusters, seed)
     if has_tones(utts):
-        plain = _label_quality(without_tones(utts), label_rate, n_clusters, seed)
+        plain = _label_quality(without_tones(utts), label_rate, n_clusters, seed, phones_only=True)
         out["toneless"] = {**{k: plain[k] for k in TONELESS_SCORES if k in plain},
                            "per_language": {lang: {k: block[k] for k in ("pnmi", "phone_purity", "cluster_purity")
                                                    if k in block}
@@ -217,7 +217,10 @@ def label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, see
     return out
 
 
-def _label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int) -> dict:
+def _label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, seed: int,
+                   phones_only: bool = False) -> dict:
+    """``phones_only``: the phone scores alone (the language and usage metrics do not
+    depend on the phones, so the toneless pass does not repeat them)."""
     langs = sorted({u.lang for u in utts})
     rng = np.random.default_rng(seed)
     phone_ids: dict[str, int] = {}
@@ -263,6 +266,9 @@ def _label_quality(utts: list[UttLabels], label_rate: float, n_clusters: int, se
         out["phone_purity"] = round(prefixed["phone_purity"], 4)
         out["cluster_purity"] = round(prefixed["cluster_purity"], 4)
         out["phones"] = n_y
+    if phones_only:
+        out["per_language"] = per_lang
+        return out
     all_z, all_l = np.concatenate(lz_parts), np.concatenate(lz_lang)
     lang_joint = joint_counts(all_l, all_z, len(langs), n_clusters)  # (langs, units)
     h_lang = entropy_bits(lang_joint.sum(1))
