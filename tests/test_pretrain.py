@@ -29,6 +29,7 @@ from hubert.fairseq.launcher import (
     RunRejected,
     TrainingError,
     config_yaml,
+    detach_links,
     parse_log_line,
     plugin_dir,
     portable_path,
@@ -589,3 +590,38 @@ def test_plugin_allows_fairseqs_dictionary_and_nothing_else(tmp_path):
     assert "dict: 5 symbols after the plugin" in out
     assert "evil: refused" in out and "pwned" not in out
     assert "hubert dir on sys.path: False" in out
+
+
+def test_detach_links_keeps_the_dvc_cache_out_of_a_resumed_run(tmp_path):
+    """A stage run by hand on a checkout whose checkpoints are hardlinked (or symlinked)
+    to the DVC cache: fairseq's in-place writes and the log's appends must not reach it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    log_obj, ckpt_obj = cache / "045b", cache / "2dc4"
+    log_obj.write_text('{"step": 8000}\n')
+    ckpt_obj.write_bytes(b"state at 8000")
+    for obj in (log_obj, ckpt_obj):
+        obj.chmod(0o444)
+    save = tmp_path / "checkpoints"
+    save.mkdir()
+    (save / "train_log.jsonl").hardlink_to(log_obj)
+    (save / "checkpoint_last.pt").symlink_to(ckpt_obj)
+    own = save / "run.json"
+    own.write_text("{}")
+    own_inode = own.stat().st_ino
+
+    detached = detach_links(save)
+
+    assert [p.name for p in detached] == ["checkpoint_last.pt", "train_log.jsonl"]
+    assert own.stat().st_ino == own_inode  # a file of its own is left as it is
+    assert not (save / "checkpoint_last.pt").is_symlink()
+    assert (save / "train_log.jsonl").stat().st_nlink == 1
+    assert (save / "checkpoint_last.pt").read_bytes() == b"state at 8000"
+    with open(save / "train_log.jsonl", "a") as log:
+        log.write('{"step": 9000}\n')
+    (save / "checkpoint_last.pt").write_bytes(b"state at 9000")
+    assert log_obj.read_text() == '{"step": 8000}\n'
+    assert ckpt_obj.read_bytes() == b"state at 8000"
+    assert not list(save.glob("*.detach"))
+    assert detach_links(save) == []
+    assert detach_links(tmp_path / "missing") == []

@@ -359,8 +359,33 @@ def launch(run: Run) -> RunResult:
         plots.close()
 
 
+def detach_links(folder: Path) -> list[Path]:
+    """Give every file in ``folder`` that shares its inode (a DVC cache hardlink, or a
+    worktree checked out from the same cache) a copy of its own, and return them.
+
+    fairseq writes checkpoints in place (``torch.save`` and its copy to
+    ``checkpoint_last.pt`` truncate the existing file) and the log is appended to:
+    through a hardlink, that rewrites the DVC cache's object, and every checkout
+    of the committed run would then hold the continued one. ``dvc repro``
+    unprotects a persistent output first; a stage run by hand does not (and as
+    root the cache's read-only mode does not stop the write).
+    """
+    detached = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        # a symlink (DVC's link when the cache is on another filesystem) writes through to its target too
+        if path.is_file() and (path.is_symlink() or path.stat().st_nlink > 1):
+            tmp = path.with_name(path.name + ".detach")
+            shutil.copyfile(path, tmp)
+            tmp.chmod(0o644)  # the cache's objects are read-only
+            os.replace(tmp, path)
+            detached.append(path)
+    return detached
+
+
 def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> RunResult:
     save_path = run.root / run.save_dir
+    for path in detach_links(save_path):
+        print(f"{run.name}: {path.name} was linked to another copy (the DVC cache): writing a copy of its own")
     commands = [[*run.prefix, *train_command(run.config_dir, run.config_name), *overrides]
                 for overrides in run.processes]
     for cmd in commands:
