@@ -35,6 +35,7 @@ from hubert.fairseq.launcher import (
     portable_path,
     prepare_save_dir,
     read_log,
+    write_own,
 )
 from hubert.labels.quality import chance_bits
 from hubert.pretrain.config import (
@@ -625,3 +626,15 @@ def test_detach_links_keeps_the_dvc_cache_out_of_a_resumed_run(tmp_path):
     assert not list(save.glob("*.detach"))
     assert detach_links(save) == []
     assert detach_links(tmp_path / "missing") == []
+
+
+def test_write_own_leaves_the_linked_copy_alone(tmp_path):
+    cached = tmp_path / "4cc6"
+    cached.write_text("max_update: 8000\n")
+    config = tmp_path / "fairseq_config.yaml"
+    config.hardlink_to(cached)
+    write_own(config, "max_update: 11000\n")
+    assert config.read_text() == "max_update: 11000\n"
+    assert cached.read_text() == "max_update: 8000\n"
+    write_own(tmp_path / "new.yaml", "x: 1\n")
+    assert (tmp_path / "new.yaml").read_text() == "x: 1\n"

@@ -359,6 +359,13 @@ def launch(run: Run) -> RunResult:
         plots.close()
 
 
+def write_own(path: Path, text: str) -> None:
+    """Write ``path`` as a new file: an existing one may be a link into the DVC cache
+    (a stage run by hand), which writing in place would change (see :func:`detach_links`)."""
+    path.unlink(missing_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def detach_links(folder: Path) -> list[Path]:
     """Give every file in ``folder`` that shares its inode (a DVC cache hardlink, or a
     worktree checked out from the same cache) a copy of its own, and return them.

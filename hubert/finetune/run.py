@@ -36,6 +36,7 @@ from hubert.fairseq.launcher import (
     launch,
     plugin_dir,
     portable_path,
+    write_own,
 )
 from hubert.finetune.params import FinetuneParams, Variant
 from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices
@@ -318,7 +319,7 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
               "# to the repository root; to re-run by hand from there:\n"
               f"#   fairseq-hydra-train --config-dir {rel_out} --config-name {CONFIG_NAME}\n")
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"{CONFIG_NAME}.yaml").write_text(config_yaml(config, header), encoding="utf-8")
+    write_own(Path(out) / f"{CONFIG_NAME}.yaml", config_yaml(config, header))
     inputs = [letters / f"{s}.tsv" for s in (train_subset, *valid_subsets)]
     inputs += [label_file(letters, s, label) for s in (train_subset, *valid_subsets)] + [dict_file(letters, label)]
     mean_s = total_s / len(rows)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hubert.fairseq.checkpoint import export_checkpoint
 from hubert.fairseq.formats import dict_file
-from hubert.fairseq.launcher import LAST, Run, config_yaml, launch, plugin_dir, portable_path
+from hubert.fairseq.launcher import LAST, Run, config_yaml, launch, plugin_dir, portable_path, write_own
 from hubert.pretrain.config import (
     CONFIG_NAME,
     config_header,
@@ -71,7 +71,7 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
                             valid_subsets=label_set.valid_subsets)
     text = config_yaml(config, config_header(rel_out, p.hardware))
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
+    write_own(Path(out) / f"{CONFIG_NAME}.yaml", text)
 
     frame_s = CONV_HOP / sample_rate
     result = launch(Run(
