@@ -13,8 +13,10 @@ measured side by side in one run mean anything):
 - bf16 autocast: the same model as ``pretrain.hardware.precision: bf16`` trains it on
   the CPU (the plugin's cpu_autocast patches: forward under
   ``torch.autocast("cpu", bfloat16)``, fp32 weights, masking and logits);
-- narrow CNN: ``--narrow`` widths for the 7 CNN layers (same kernels and strides),
-  in fp32 and under bf16 autocast;
+- other CNN widths: each ``--cnn`` list of 7 widths (same kernels and strides;
+  by default the 128-channel CNN of the earlier demo recipe and the narrow one of
+  the current), in fp32 and under bf16 autocast; a list equal to the config's is
+  skipped (it is the fp32 row);
 - pre-LN: ``layer_norm_first`` on (its cost; its effect on learning needs a real run).
 
 Prints seconds per update and the ratio to fp32.
@@ -23,6 +25,7 @@ Prints seconds per update and the ratio to fp32.
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-KERNELS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
+from hubert.pretrain.params import CONV_KERNELS_STRIDES
 
 
 def build(model_cfg: dict, units: int, seed: int, autocast: bool = False):
@@ -68,24 +71,37 @@ def update(model, opt, audio: torch.Tensor, labels: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def conv_widths(conv_feature_layers: str) -> list[int]:
+    """The channel counts of a conv_feature_layers string as the pretrain stage writes it:
+    a plain literal ``[(32,10,5), ...]`` (ValueError for fairseq's ``[(512, 10, 5)] * 2`` form)."""
+    return [int(c) for c, _, _ in ast.literal_eval(conv_feature_layers)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("data/pretrain/iter1/fairseq_config.yaml"))
     parser.add_argument("--clips", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--units", type=int, default=100)
-    parser.add_argument("--narrow", default="32,64,64,128,128,128,128")
+    parser.add_argument("--cnn", action="append", default=None,
+                        help="CNN widths to time, 7 comma-separated numbers (repeatable; default: "
+                             "128,128,128,128,128,128,128 and 32,64,64,128,128,128,128)")
     parser.add_argument("--steps", type=int, default=5, help="timed updates per variant and round")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
     base = yaml.safe_load(args.config.read_text())["model"]
-    widths = [int(w) for w in args.narrow.split(",")]
-    narrow = "[" + ", ".join(f"({w},{k},{s})" for w, (k, s) in zip(widths, KERNELS, strict=True)) + "]"
-    variants = {"fp32": (base, False), "bf16 autocast": (base, True),
-                f"narrow CNN {args.narrow}": ({**base, "conv_feature_layers": narrow}, False),
-                "narrow CNN + bf16 autocast": ({**base, "conv_feature_layers": narrow}, True),
-                "pre-LN": ({**base, "layer_norm_first": True}, False)}
+    variants = {f"the config (CNN {conv_widths(base['conv_feature_layers'])}), fp32": (base, False),
+                "the config, bf16 autocast": (base, True)}
+    for spec in args.cnn or ["128,128,128,128,128,128,128", "32,64,64,128,128,128,128"]:
+        widths = [int(w) for w in spec.split(",")]
+        layers = "[" + ", ".join(f"({w},{k},{s})" for w, (k, s) in zip(widths, CONV_KERNELS_STRIDES, strict=True)) + "]"
+        if widths == conv_widths(base["conv_feature_layers"]):
+            continue
+        variants[f"CNN {spec}, fp32"] = ({**base, "conv_feature_layers": layers}, False)
+        variants[f"CNN {spec}, bf16 autocast"] = ({**base, "conv_feature_layers": layers}, True)
+    variants["the config, pre-LN, fp32"] = ({**base, "layer_norm_first": True}, False)
+    reference = next(iter(variants))
     samples = int(args.seconds * 16000)
     gen = torch.Generator().manual_seed(0)
     audio = torch.randn(args.clips, samples, generator=gen) * 0.1
@@ -105,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     audio_s = args.clips * args.seconds
     print(f"{torch.get_num_threads()} threads, batch {args.clips} x {args.seconds:g} s, best of {args.repeat} rounds "
           f"of {args.steps} updates")
-    print("| variant | s per update | audio s per s | vs fp32 |\n|---|---|---|---|")
+    print("| variant | s per update | audio s per s | vs the config in fp32 |\n|---|---|---|---|")
     for name, t in best.items():
-        print(f"| {name} | {t:.3f} | {audio_s / t:.1f} | {best['fp32'] / t:.2f}x |")
+        print(f"| {name} | {t:.3f} | {audio_s / t:.1f} | {best[reference] / t:.2f}x |")
 
 
 if __name__ == "__main__":
