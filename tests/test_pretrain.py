@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import torch
 import yaml
 
 from hubert.fairseq.checkpoint import checkpoint_updates
+from hubert.fairseq.formats import write_whole
 from hubert.fairseq.launcher import (
     LAST,
     LOG_FILE,
@@ -35,7 +37,6 @@ from hubert.fairseq.launcher import (
     portable_path,
     prepare_save_dir,
     read_log,
-    write_own,
 )
 from hubert.labels.quality import chance_bits
 from hubert.pretrain.config import (
@@ -628,13 +629,32 @@ def test_detach_links_keeps_the_dvc_cache_out_of_a_resumed_run(tmp_path):
     assert detach_links(tmp_path / "missing") == []
 
 
-def test_write_own_leaves_the_linked_copy_alone(tmp_path):
+def test_write_whole_leaves_the_linked_copy_alone(tmp_path):
+    """The stages write their fairseq config with write_whole: a new file, not the cached one rewritten."""
     cached = tmp_path / "4cc6"
     cached.write_text("max_update: 8000\n")
     config = tmp_path / "fairseq_config.yaml"
     config.hardlink_to(cached)
-    write_own(config, "max_update: 11000\n")
+    write_whole(config, "max_update: 11000\n")
     assert config.read_text() == "max_update: 11000\n"
     assert cached.read_text() == "max_update: 8000\n"
-    write_own(tmp_path / "new.yaml", "x: 1\n")
-    assert (tmp_path / "new.yaml").read_text() == "x: 1\n"
+
+
+def test_resuming_a_checkout_linked_to_the_cache_rewrites_only_its_own_copies(tmp_path):
+    """prepare_save_dir rewrites run.json and cuts the log back: on files hardlinked to the DVC
+    cache (a stage run by hand on a checkout), the cache's copies must stay as they were."""
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10, 12, 14])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    before = {}
+    for name in (RUN_FILE, LOG_FILE, LAST):
+        os.link(save / name, cache / name)
+        before[name] = (cache / name).read_bytes()
+    decision = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, optimization={"max_update": 800}))
+    assert decision.update == 10 and "now have their own" in decision.why
+    assert [r.step for r in read_log(save)] == [2, 4, 10]
+    assert (save / RUN_FILE).read_bytes() != before[RUN_FILE]
+    assert {name: (cache / name).read_bytes() for name in before} == before
+    assert all((save / name).stat().st_nlink == 1 for name in before)

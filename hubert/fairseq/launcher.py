@@ -134,6 +134,30 @@ def set_aside(save_dir: Path, reason: str) -> Path:
     return dest
 
 
+def detach_links(folder: Path) -> list[Path]:
+    """Give every file in ``folder`` that shares its inode (a DVC cache hardlink, or a
+    worktree checked out from the same cache) a copy of its own, and return them.
+
+    fairseq writes checkpoints in place (``torch.save`` and its copy to
+    ``checkpoint_last.pt`` truncate the existing file), and run.json and the log
+    are rewritten and appended to in place: through a hardlink, that rewrites the
+    DVC cache's object, and every checkout of the committed run would then hold
+    the continued one. ``dvc repro`` unprotects a persistent output first; a stage
+    run by hand does not (and as root the cache's read-only mode does not stop the
+    write).
+    """
+    detached = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        # a symlink (DVC's link when the cache is on another filesystem) writes through to its target too
+        if path.is_file() and (path.is_symlink() or path.stat().st_nlink > 1):
+            tmp = path.with_name(path.name + ".detach")
+            shutil.copyfile(path, tmp)
+            tmp.chmod(0o644)  # the cache's objects are read-only
+            os.replace(tmp, path)
+            detached.append(path)
+    return detached
+
+
 def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dict[str, Any],
                      shown: str | None = None) -> Resume:
     """Continue from ``checkpoint_last.pt`` unless the checkpoints became meaningless.
@@ -149,6 +173,8 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     """
     save_dir = Path(save_dir)
     shown = shown or str(save_dir)
+    # before anything here or in fairseq writes into the folder (run.json and the log below, in place)
+    detached = detach_links(save_dir)
     run_file, last = save_dir / RUN_FILE, save_dir / LAST
     stored = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
     now = flatten(config)
@@ -179,6 +205,9 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     run_file.write_text(json.dumps({"identity": identity, "config": now}, indent=2, sort_keys=True) + "\n",
                         encoding="utf-8")
     (save_dir / LOG_FILE).write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
+    if detached:
+        why += (f"; {', '.join(p.name for p in detached)} were linked to another copy (the DVC cache) and now "
+                "have their own")
     return Resume(resume, why)
 
 
@@ -359,40 +388,8 @@ def launch(run: Run) -> RunResult:
         plots.close()
 
 
-def write_own(path: Path, text: str) -> None:
-    """Write ``path`` as a new file: an existing one may be a link into the DVC cache
-    (a stage run by hand), which writing in place would change (see :func:`detach_links`)."""
-    path.unlink(missing_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def detach_links(folder: Path) -> list[Path]:
-    """Give every file in ``folder`` that shares its inode (a DVC cache hardlink, or a
-    worktree checked out from the same cache) a copy of its own, and return them.
-
-    fairseq writes checkpoints in place (``torch.save`` and its copy to
-    ``checkpoint_last.pt`` truncate the existing file) and the log is appended to:
-    through a hardlink, that rewrites the DVC cache's object, and every checkout
-    of the committed run would then hold the continued one. ``dvc repro``
-    unprotects a persistent output first; a stage run by hand does not (and as
-    root the cache's read-only mode does not stop the write).
-    """
-    detached = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        # a symlink (DVC's link when the cache is on another filesystem) writes through to its target too
-        if path.is_file() and (path.is_symlink() or path.stat().st_nlink > 1):
-            tmp = path.with_name(path.name + ".detach")
-            shutil.copyfile(path, tmp)
-            tmp.chmod(0o644)  # the cache's objects are read-only
-            os.replace(tmp, path)
-            detached.append(path)
-    return detached
-
-
 def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> RunResult:
     save_path = run.root / run.save_dir
-    for path in detach_links(save_path):
-        print(f"{run.name}: {path.name} was linked to another copy (the DVC cache): writing a copy of its own")
     commands = [[*run.prefix, *train_command(run.config_dir, run.config_name), *overrides]
                 for overrides in run.processes]
     for cmd in commands:

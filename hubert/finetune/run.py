@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from hubert.fairseq.checkpoint import safe_load
-from hubert.fairseq.formats import dict_file, label_file, read_dict, read_tsv
+from hubert.fairseq.formats import dict_file, label_file, read_dict, read_tsv, write_whole
 from hubert.fairseq.launcher import (
     NEVER_EPOCHS,
     Record,
@@ -36,7 +36,6 @@ from hubert.fairseq.launcher import (
     launch,
     plugin_dir,
     portable_path,
-    write_own,
 )
 from hubert.finetune.params import FinetuneParams, Variant
 from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices
@@ -319,7 +318,7 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
               "# to the repository root; to re-run by hand from there:\n"
               f"#   fairseq-hydra-train --config-dir {rel_out} --config-name {CONFIG_NAME}\n")
     Path(out).mkdir(parents=True, exist_ok=True)
-    write_own(Path(out) / f"{CONFIG_NAME}.yaml", config_yaml(config, header))
+    write_whole(Path(out) / f"{CONFIG_NAME}.yaml", config_yaml(config, header))
     inputs = [letters / f"{s}.tsv" for s in (train_subset, *valid_subsets)]
     inputs += [label_file(letters, s, label) for s in (train_subset, *valid_subsets)] + [dict_file(letters, label)]
     mean_s = total_s / len(rows)

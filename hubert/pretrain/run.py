@@ -27,8 +27,8 @@ import os
 from pathlib import Path
 
 from hubert.fairseq.checkpoint import export_checkpoint
-from hubert.fairseq.formats import dict_file
-from hubert.fairseq.launcher import LAST, Run, config_yaml, launch, plugin_dir, portable_path, write_own
+from hubert.fairseq.formats import dict_file, write_whole
+from hubert.fairseq.launcher import LAST, Run, config_yaml, launch, plugin_dir, portable_path
 from hubert.pretrain.config import (
     CONFIG_NAME,
     config_header,
@@ -71,7 +71,7 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
                             valid_subsets=label_set.valid_subsets)
     text = config_yaml(config, config_header(rel_out, p.hardware))
     Path(out).mkdir(parents=True, exist_ok=True)
-    write_own(Path(out) / f"{CONFIG_NAME}.yaml", text)
+    write_whole(Path(out) / f"{CONFIG_NAME}.yaml", text)
 
     frame_s = CONV_HOP / sample_rate
     result = launch(Run(
