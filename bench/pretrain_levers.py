@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from hubert.pretrain.params import CONV_KERNELS_STRIDES
+from hubert.pretrain.params import conv_feature_layers
 
 
 def build(model_cfg: dict, units: int, seed: int, autocast: bool = False):
@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     base = yaml.safe_load(args.config.read_text())["model"]
-    variants = {f"the config (CNN {conv_widths(base['conv_feature_layers'])}), fp32": (base, False),
-                "the config, bf16 autocast": (base, True)}
+    config_widths = conv_widths(base["conv_feature_layers"])
+    variants = {f"the config (CNN {config_widths}), fp32": (base, False), "the config, bf16 autocast": (base, True)}
     for spec in args.cnn or ["128,128,128,128,128,128,128", "32,64,64,128,128,128,128"]:
         widths = [int(w) for w in spec.split(",")]
-        layers = "[" + ", ".join(f"({w},{k},{s})" for w, (k, s) in zip(widths, CONV_KERNELS_STRIDES, strict=True)) + "]"
-        if widths == conv_widths(base["conv_feature_layers"]):
+        if widths == config_widths:
             continue
+        layers = conv_feature_layers(widths)
         variants[f"CNN {spec}, fp32"] = ({**base, "conv_feature_layers": layers}, False)
         variants[f"CNN {spec}, bf16 autocast"] = ({**base, "conv_feature_layers": layers}, True)
     variants["the config, pre-LN, fp32"] = ({**base, "layer_norm_first": True}, False)

@@ -23,6 +23,12 @@ CONV_KERNELS_STRIDES = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
 CONV_HOP = math.prod(s for _, s in CONV_KERNELS_STRIDES)
 
 
+def conv_feature_layers(widths: list[int]) -> str:
+    """fairseq's conv_feature_layers for these CNN widths: a list of (channels, kernel,
+    stride) as a string (fairseq eval()s it; ours is a plain literal)."""
+    return "[" + ", ".join(f"({c},{k},{s})" for c, (k, s) in zip(widths, CONV_KERNELS_STRIDES, strict=True)) + "]"
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """``pretrain.model``: fairseq ``model.*`` keys of the same names, except
@@ -75,9 +81,7 @@ class ModelParams:
         return [int(c) for c in self.conv_channels]
 
     def conv_feature_layers(self) -> str:
-        """fairseq's conv_feature_layers: a list of (channels, kernel, stride) as a
-        string (fairseq eval()s it; ours is a plain literal)."""
-        return "[" + ", ".join(f"({c},{k},{s})" for c, (k, s) in zip(self.conv_widths(), CONV_KERNELS_STRIDES)) + "]"
+        return conv_feature_layers(self.conv_widths())
 
 
 @dataclass(frozen=True)
