@@ -70,7 +70,6 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
                             save_dir=save_dir, sample_rate=sample_rate, user_dir=plugin_dir(root),
                             valid_subsets=label_set.valid_subsets)
     text = config_yaml(config, config_header(rel_out, p.hardware))
-    Path(out).mkdir(parents=True, exist_ok=True)
     write_whole(Path(out) / f"{CONFIG_NAME}.yaml", text)
 
     frame_s = CONV_HOP / sample_rate
