@@ -87,11 +87,25 @@ def test_the_choice_names_the_best_layer_for_iteration_2(sweep_run):
 
 def test_sweep_fits_on_train_and_scores_the_valid_voices(sweep, tiny_manifests):
     rows = {s: {rel for rel, _ in read_tsv(tiny_manifests / f"{s}.tsv")[1]} for s in ("train", "valid")}
-    # the tiny corpus is under labels.sweep.max_utterances: every distinct utterance, train ones fit
+    # the tiny corpus is under both caps of labels.sweep: every distinct utterance, train ones fit
     assert sweep["utterances"] == sweep["aligned_utterances"] == len(rows["train"] | rows["valid"])
     assert sweep["fit_utterances"] == len(rows["train"])
     assert sweep["scored_utterances"] == len(rows["valid"])
     assert 0 < sweep["fit_frames"] < sweep["frames"]
+
+
+def test_a_sweep_without_valid_utterances_names_the_manifests_and_the_fix(one_thread, ckpt, tiny_params,
+                                                                          tiny_manifests, tiny_corpus, tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for split in ("train", "valid"):
+        root, rows = read_tsv(tiny_manifests / f"{split}.tsv")
+        kept = rows if split == "train" else []  # a corpus imported without held-out voices
+        (manifests / f"{split}.tsv").write_text(root + "\n" + "".join(f"{rel}\t{n}\n" for rel, n in kept))
+    labels = yaml.safe_load(tiny_params.read_text())["labels"]
+    with pytest.raises(ValueError, match=r"manifests: the sweep drew \d+ train and 0 valid.*balance.valid_speakers"):
+        sweep_layers(iteration_config(labels, "iter2"), from_dict(SweepConfig, labels["sweep"]), ckpt, manifests,
+                     tiny_corpus, 16000)
 
 
 def test_a_sweep_whose_valid_voices_have_no_phones_says_so(one_thread, ckpt, tiny_params, tiny_manifests,
@@ -125,16 +139,18 @@ def test_all_layers_in_one_pass_equal_the_single_layer_reader(one_thread, ckpt, 
             assert np.abs(every[layer - 1] - single).max() <= 1e-6
 
 
-def test_draw_is_seeded_capped_and_puts_train_first():
+def test_draw_is_seeded_capped_per_split_and_puts_train_first():
     utts = [Drawn("valid" if i % 4 == 0 else "train", f"u{i}", f"/a/u{i}.wav", 16000)
-            for i in range(40)]
-    a = draw(utts, 10, seed=3)
-    assert a == draw(utts, 10, seed=3) and a != draw(utts, 10, seed=4)
-    assert len(a) == 10 and len(set(a)) == 10 and set(a) <= set(utts)
-    splits = [u.split for u in a]
-    assert splits == sorted(splits, key=lambda s: s != "train")
-    assert sorted(draw(utts, -1, seed=0), key=utts.index) == utts
-    assert len(draw(utts, 100, seed=0)) == 40
+            for i in range(40)]  # 30 train, 10 valid
+    a = draw(utts, 12, 4, seed=3)
+    assert a == draw(utts, 12, 4, seed=3) and a != draw(utts, 12, 4, seed=4)
+    assert len(a) == 16 and len(set(a)) == 16 and set(a) <= set(utts)
+    assert [u.split for u in a] == ["train"] * 12 + ["valid"] * 4
+    assert a[:12] == sorted(a[:12], key=utts.index) and a[12:] == sorted(a[12:], key=utts.index)
+    # the scored split is drawn on its own: capping train leaves every valid utterance
+    assert [u for u in draw(utts, 5, -1, seed=0) if u.split == "valid"] == [u for u in utts if u.split == "valid"]
+    assert sorted(draw(utts, -1, -1, seed=0), key=utts.index) == utts
+    assert len(draw(utts, 100, 100, seed=0)) == 40
 
 
 def test_distinct_utterances_drop_repeated_lines(tiny_manifests):
@@ -144,8 +160,10 @@ def test_distinct_utterances_drop_repeated_lines(tiny_manifests):
 
 
 def test_sweep_config_is_strict():
-    assert from_dict(SweepConfig, {"max_utterances": -1, "seed": 1}).max_utterances == -1
+    cfg = from_dict(SweepConfig, {"fit_utterances": -1, "scored_utterances": 50, "seed": 1})
+    assert (cfg.fit_utterances, cfg.scored_utterances) == (-1, 50)
     with pytest.raises(ValueError, match="unknown key"):
-        from_dict(SweepConfig, {"max_utterance": 10}, "labels.sweep")
-    with pytest.raises(ValueError, match="max_utterances"):
-        SweepConfig(max_utterances=0)
+        from_dict(SweepConfig, {"max_utterances": 10}, "labels.sweep")  # the former single draw
+    for key in ("fit_utterances", "scored_utterances"):
+        with pytest.raises(ValueError, match=f"labels.sweep.{key}=0"):
+            SweepConfig(**{key: 0})

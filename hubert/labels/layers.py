@@ -3,11 +3,11 @@ checkpoint gives the best labels?
 
 For every layer 1..L of the checkpoint and for ``labels.sweep.seeds`` k-means
 seeds: k-means with labels.<iteration>.kmeans (the K and settings of that
-iteration's labels) fitted on the layer's features of the train utterances of a
-seeded draw of distinct train + valid utterances, then the label quality
-(hubert.labels.quality: language-conditional PNMI as the headline, per-language
-and language-prefixed PNMI, purities, the shuffled floor) of the valid
-utterances, voices k-means never saw. Each score is the mean over seeds, the
+iteration's labels) fitted on the layer's features of a seeded draw of distinct
+train utterances, then the label quality (hubert.labels.quality:
+language-conditional PNMI as the headline, per-language and language-prefixed
+PNMI, purities, the shuffled floor) of a draw of the valid utterances (every
+one by default), voices k-means never saw. Each score is the mean over seeds, the
 headline's sample std beside it: the best layer is the highest mean, and
 ``seed_spread`` says how far apart layers must be to differ. MFCC clustered the
 same way on the same utterances is the baseline at the same K (PNMI grows with
@@ -67,12 +67,18 @@ def distinct_utterances(manifests: Path, splits: tuple[str, ...]) -> list[Drawn]
     return out
 
 
-def draw(utts: list[Drawn], max_utterances: int, seed: int) -> list[Drawn]:
-    """The seeded draw, train utterances first: the fit frames are then a prefix of every feature array."""
-    if max_utterances != -1 and max_utterances < len(utts):
-        idx = np.sort(np.random.default_rng(seed).choice(len(utts), size=max_utterances, replace=False))
-        utts = [utts[i] for i in idx]
-    return [u for u in utts if u.split == "train"] + [u for u in utts if u.split != "train"]
+def draw(utts: list[Drawn], fit_utterances: int, scored_utterances: int, seed: int) -> list[Drawn]:
+    """The seeded draws: up to fit_utterances train utterances, then up to scored_utterances of
+    the others (-1 = all), each in file order. Train comes first: the fit frames are then a
+    prefix of every feature array."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for part, cap in (([u for u in utts if u.split == "train"], fit_utterances),
+                      ([u for u in utts if u.split != "train"], scored_utterances)):
+        if cap != -1 and cap < len(part):
+            part = [part[i] for i in np.sort(rng.choice(len(part), size=cap, replace=False))]
+        out += part
+    return out
 
 
 class AllLayers:
@@ -169,15 +175,17 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
     if reader.sample_rate != sample_rate:
         raise ValueError(f"{checkpoint}: trained at {reader.sample_rate} Hz but corpus.sample_rate={sample_rate}")
 
-    utts = draw(distinct_utterances(manifests, ("train", "valid")), sweep.max_utterances, sweep.seed)
+    utts = draw(distinct_utterances(manifests, ("train", "valid")), sweep.fit_utterances, sweep.scored_utterances,
+                sweep.seed)
     meta = lookup_utterances(corpus, [u.rel for u in utts], f"{manifests}/{{train,valid}}.tsv")
     n_fit = sum(u.split == "train" for u in utts)
     counts = {"n_layers": reader.n_layers, "n_clusters": it.kmeans.n_clusters, "label_rate": reader.frame_rate,
               "utterances": len(utts), "aligned_utterances": sum(m.alignment is not None for m in meta),
               "fit_utterances": n_fit}
     if n_fit == 0 or n_fit == len(utts):
-        raise ValueError(f"the draw of {len(utts)} utterances holds {n_fit} train utterances: k-means is fitted "
-                         "on train and scored on valid, so it needs both; raise labels.sweep.max_utterances")
+        raise ValueError(f"{manifests}: the sweep drew {n_fit} train and {len(utts) - n_fit} valid utterances: "
+                         "k-means is fitted on train and scored on valid, so it needs both (valid voices: "
+                         "balance.valid_speakers; a cap of 0 is not allowed)")
     if not any(m.alignment is not None for m in meta[n_fit:]):
         # PNMI and purities need phones: without alignments there is nothing to rank the layers by
         print(f"layers: no alignments: none of the {len(utts) - n_fit} drawn valid utterances (the scored ones) "

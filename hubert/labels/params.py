@@ -176,19 +176,27 @@ def iteration_config(labels: dict, iteration: str) -> LabelsIteration:
 class SweepConfig:
     """``labels.sweep`` in params.yaml.
 
-    max_utterances: distinct train + valid utterances drawn (seeded, without
-    replacement), -1 = all; the train ones fit k-means (in place of
-    kmeans.percent), the valid ones (held-out voices) are scored. seed: the draw (k-means keeps
-    kmeans.seed). seeds: k-means runs per layer (seeds kmeans.seed, +1, ...): the
-    scores are their means, and their spread says which differences are noise.
+    fit_utterances: distinct train utterances drawn (seeded, without replacement;
+    -1 = all) whose frames fit k-means, in place of kmeans.percent.
+    scored_utterances: distinct valid utterances (held-out voices) drawn the same
+    way and scored, -1 = all. They are drawn apart, not as one draw over train +
+    valid, so that a small valid split is not drawn down in proportion: PNMI's
+    finite-sample floor rises as the scored frames fall, and more for units that
+    several languages share (the layers') than for MFCC's, which would flatter the
+    layers. seed: the draws (k-means keeps kmeans.seed). seeds: k-means runs per
+    layer (seeds kmeans.seed, +1, ...): the scores are their means, and their
+    spread says which differences are noise.
     """
 
-    max_utterances: int = 600
+    fit_utterances: int = 520
+    scored_utterances: int = 1000
     seed: int = 0
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        if not (self.max_utterances == -1 or self.max_utterances >= 1):
-            raise ValueError(f"labels.sweep.max_utterances={self.max_utterances} must be >= 1, or -1 for all")
+        for name in ("fit_utterances", "scored_utterances"):
+            value = getattr(self, name)
+            if not (value == -1 or value >= 1):
+                raise ValueError(f"labels.sweep.{name}={value} must be >= 1, or -1 for all")
         if self.seeds < 1:
             raise ValueError(f"labels.sweep.seeds={self.seeds} must be >= 1")
