@@ -75,19 +75,6 @@ def test_dotted_overrides_apply_after_the_profile():
     assert cfg["corpus"]["synthetic"]["speakers"] == tiny["corpus"]["synthetic"]["speakers"]
 
 
-def test_demo_long_is_the_demo_with_recording_conditions_and_more_iteration1_updates():
-    demo, long = dict(leaves(composed())), dict(leaves(composed(["profile=demo-long"])))
-    assert demo.keys() == long.keys()
-    changed = {path for path in demo if demo[path] != long[path]}
-    assert changed == {("profile_name",), ("corpus", "synthetic", "realism", "enabled"),
-                       ("pretrain", "optimization", "max_update")}
-    assert long[("corpus", "synthetic", "realism", "enabled")] is True
-    assert long[("pretrain", "optimization", "max_update")] == 2 * demo[("pretrain", "optimization", "max_update")]
-    # iteration 2 keeps the demo's own (shorter) schedule
-    assert long[("pretrain", "iter2", "optimization", "max_update")] == demo[("pretrain", "iter2", "optimization",
-                                                                              "max_update")]
-
-
 def test_default_profile_is_the_plain_composition():
     assert compose(PARAMS, [f"profile={default_profile()}"]) == compose(PARAMS)
 
