@@ -185,7 +185,7 @@ def sweep_layers(it: LabelsIteration, sweep: SweepConfig, checkpoint: str | Path
     if n_fit == 0 or n_fit == len(utts):
         raise ValueError(f"{manifests}: the sweep drew {n_fit} train and {len(utts) - n_fit} valid utterances: "
                          "k-means is fitted on train and scored on valid, so it needs both (valid voices: "
-                         "balance.valid_speakers; a cap of 0 is not allowed)")
+                         "balance.valid_speakers)")
     if not any(m.alignment is not None for m in meta[n_fit:]):
         # PNMI and purities need phones: without alignments there is nothing to rank the layers by
         print(f"layers: no alignments: none of the {len(utts) - n_fit} drawn valid utterances (the scored ones) "
