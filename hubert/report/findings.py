@@ -256,7 +256,9 @@ def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding
             else:
                 text = (f"iteration-2 labels are {'less' if pnmi2 < mfcc - spread else 'no more'} phone-like than "
                         f"MFCC labels at the same K and frame rate (PNMI {pnmi2:.3f} vs {mfcc:.3f}): iteration 2 is "
-                        "not expected to help; train iteration 1 longer (the layer sweep shows how far it is)")
+                        "not expected to help. Sweep iteration 1's saved checkpoints (stages/layers.py "
+                        "--checkpoint): while its best layer still rises with updates, train longer; once it "
+                        "has levelled off, the model or the data is the limit, not the schedule")
                 code = "iter2_not_better"
             out.append(Finding("labels, iteration 2", text, False, code))
     return out
