@@ -2,7 +2,7 @@
 change the layer sweep's verdict, the best layer against MFCC?
 
     python -m bench.kmeans_normalisation --checkpoint data/pretrain/iter1/checkpoint.pt \
-        --manifests data/manifests --corpus data/corpus --norms none,standardize,l2
+        --manifests data/manifests --corpus data/corpus --norms none,standardize,l2,utterance_mean,utterance_mvn
 
 The layers_iter1 stage's protocol (hubert.labels.layers: its seeded draw of
 labels.sweep, labels.iter2.kmeans with labels.sweep.seeds seeds, the scores of
@@ -12,7 +12,15 @@ with each feature set transformed before the fit:
 - none: as the stage (and fairseq's recipe) does;
 - standardize: each dimension to zero mean and unit variance, the statistics of
   the k-means fit frames (train) applied to the scored ones;
-- l2: each frame scaled to unit length (k-means on directions: cosine distance).
+- l2: each frame scaled to unit length (k-means on directions: cosine distance);
+- utterance_mean: each utterance's own mean subtracted per dimension (cepstral
+  mean normalisation, as Kaldi's apply-cmvn per utterance): what is constant over an
+  utterance (a voice, a channel) leaves the features;
+- utterance_mvn: the same, and each dimension scaled to the utterance's unit
+  variance.
+
+The two per-utterance norms use no statistics of other utterances, so the fit
+and the scored frames are transformed alike.
 
 Prints, per norm, each layer's and MFCC's language-conditional PNMI (mean over
 seeds, sample std) with and without tones.
@@ -39,11 +47,12 @@ from hubert.labels.params import FeatureConfig, KMeansConfig, SweepConfig, itera
 from hubert.labels.quality import UttLabels, label_quality
 from hubert.params import from_dict, load_section
 
-NORMS = ("none", "standardize", "l2")
+NORMS = ("none", "standardize", "l2", "utterance_mean", "utterance_mvn")
 
 
-def normalise(feats: np.ndarray, fit_frames: int, norm: str) -> np.ndarray:
-    """feats (frames, dim) transformed by ``norm``; standardize takes its statistics from the first fit_frames."""
+def normalise(feats: np.ndarray, fit_frames: int, norm: str, lengths: list[int] | None = None) -> np.ndarray:
+    """feats (frames, dim) transformed by ``norm``; standardize takes its statistics from the first fit_frames,
+    the utterance norms from each utterance of ``lengths`` (frames per utterance, in order)."""
     if norm == "standardize":
         fit = feats[:fit_frames]
         return (feats - fit.mean(0)) / (fit.std(0) + 1e-5)  # +eps: a constant dimension stays 0
@@ -51,6 +60,15 @@ def normalise(feats: np.ndarray, fit_frames: int, norm: str) -> np.ndarray:
         return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
     if norm == "none":
         return feats
+    if norm in ("utterance_mean", "utterance_mvn"):
+        if lengths is None or sum(lengths) != len(feats):
+            raise ValueError(f"norm {norm} needs the utterances' lengths (frames), summing to {len(feats)}")
+        out = np.empty_like(feats)
+        for start, n in zip(np.cumsum([0, *lengths[:-1]]), lengths):
+            utt = feats[start: start + n]
+            centred = utt - utt.mean(0)
+            out[start: start + n] = centred / (utt.std(0) + 1e-5) if norm == "utterance_mvn" else centred
+        return out
     raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
 
 
@@ -60,7 +78,7 @@ def score(feat_dir: Path, columns: slice, lengths: list[int], n_fit: int, meta: 
     scored on the other utterances with the labels decimated by ``step`` to ``rate`` Hz."""
     feats = np.concatenate([np.asarray(f[:, columns], dtype=np.float32) for f, _ in iter_shards(feat_dir, SPLIT)])
     fit_frames = sum(lengths[:n_fit])
-    feats = normalise(feats, fit_frames, norm)
+    feats = normalise(feats, fit_frames, norm, lengths)
     units, _ = assign(fit_kmeans(feats[:fit_frames], cfg), feats[fit_frames:])
     per_utt = np.split(units, np.cumsum(lengths[n_fit:])[:-1])
     quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta[n_fit:], per_utt)],
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     norms = args.norms.split(",")
     for norm in norms:
-        normalise(np.zeros((1, 1), dtype=np.float32), 1, norm)  # an unknown name fails before minutes of work
+        normalise(np.zeros((1, 1), dtype=np.float32), 1, norm, [1])  # an unknown name fails before minutes of work
 
     labels = load_section(args.params, "labels")
     it = iteration_config(labels, "iter2")

@@ -24,3 +24,31 @@ def test_an_unknown_norm_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown norm 'cmvn'"):
         main(["--checkpoint", str(tmp_path / "absent.pt"), "--manifests", str(tmp_path), "--corpus", str(tmp_path),
               "--norms", "none,cmvn"])
+
+
+def test_utterance_mean_removes_each_utterances_own_offset():
+    rng = np.random.default_rng(0)
+    speech = rng.normal(size=(7, 3)).astype(np.float32)
+    # the same frames spoken by two "voices" that differ by a constant offset: CMN makes them equal
+    feats = np.concatenate([speech[:4] + 5.0, speech[:4] - 2.0, speech[4:]])
+    out = normalise(feats, 4, "utterance_mean", [4, 4, 3])
+    np.testing.assert_allclose(out[:4], out[4:8], atol=1e-5)
+    for start, n in ((0, 4), (4, 4), (8, 3)):
+        np.testing.assert_allclose(out[start: start + n].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[8:], speech[4:] - speech[4:].mean(0), atol=1e-5)
+
+
+def test_utterance_mvn_gives_unit_variance_per_utterance_and_keeps_a_constant_dimension_at_zero():
+    feats = np.array([[1.0, 7.0], [3.0, 7.0], [10.0, 1.0], [20.0, 2.0], [30.0, 3.0]], dtype=np.float32)
+    out = normalise(feats, 2, "utterance_mvn", [2, 3])
+    np.testing.assert_allclose(out[:2], [[-1.0, 0.0], [1.0, 0.0]], atol=1e-4)  # 7, 7: constant -> 0, not nan
+    np.testing.assert_allclose(out[2:].std(0), [1.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(out[2:].mean(0), [0.0, 0.0], atol=1e-5)
+
+
+def test_utterance_norms_need_lengths_that_cover_the_frames():
+    x = np.zeros((5, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="needs the utterances' lengths"):
+        normalise(x, 2, "utterance_mean")
+    with pytest.raises(ValueError, match="summing to 5"):
+        normalise(x, 2, "utterance_mvn", [2, 2])
