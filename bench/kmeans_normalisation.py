@@ -63,12 +63,10 @@ def normalise(feats: np.ndarray, fit_frames: int, norm: str, lengths: list[int] 
     if norm in ("utterance_mean", "utterance_mvn"):
         if lengths is None or sum(lengths) != len(feats):
             raise ValueError(f"norm {norm} needs the utterances' lengths (frames), summing to {len(feats)}")
-        out = np.empty_like(feats)
-        for start, n in zip(np.cumsum([0, *lengths[:-1]]), lengths):
-            utt = feats[start: start + n]
-            centred = utt - utt.mean(0)
-            out[start: start + n] = centred / (utt.std(0) + 1e-5) if norm == "utterance_mvn" else centred
-        return out
+        utts = np.split(feats, np.cumsum(lengths)[:-1])  # score's split of the frames into utterances
+        if norm == "utterance_mean":
+            return np.concatenate([u - u.mean(0) for u in utts])
+        return np.concatenate([(u - u.mean(0)) / (u.std(0) + 1e-5) for u in utts])
     raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
 
 
