@@ -23,7 +23,9 @@ The two per-utterance norms use no statistics of other utterances, so the fit
 and the scored frames are transformed alike.
 
 Prints, per norm, each layer's and MFCC's language-conditional PNMI (mean over
-seeds, sample std) with and without tones.
+seeds, sample std) with and without tones, and its shuffled floor (the same
+labels permuted across frames: what the finite valid set gives by chance), so a
+margin between two rows can be read with each floor subtracted.
 """
 
 from __future__ import annotations
@@ -71,9 +73,9 @@ def normalise(feats: np.ndarray, fit_frames: int, norm: str, lengths: list[int] 
 
 
 def score(feat_dir: Path, columns: slice, lengths: list[int], n_fit: int, meta: list, step: int, rate: float,
-          cfg: KMeansConfig, norm: str) -> tuple[float, float | None]:
-    """Conditional PNMI (and its toneless twin, None without tones) of k-means on the normalised fit frames,
-    scored on the other utterances with the labels decimated by ``step`` to ``rate`` Hz."""
+          cfg: KMeansConfig, norm: str) -> tuple[float, float | None, float]:
+    """Conditional PNMI, its toneless twin (None without tones) and its shuffled floor, of k-means on the
+    normalised fit frames, scored on the other utterances with the labels decimated by ``step`` to ``rate`` Hz."""
     feats = np.concatenate([np.asarray(f[:, columns], dtype=np.float32) for f, _ in iter_shards(feat_dir, SPLIT)])
     fit_frames = sum(lengths[:n_fit])
     feats = normalise(feats, fit_frames, norm, lengths)
@@ -81,7 +83,8 @@ def score(feat_dir: Path, columns: slice, lengths: list[int], n_fit: int, meta: 
     per_utt = np.split(units, np.cumsum(lengths[n_fit:])[:-1])
     quality = label_quality([UttLabels(u.lang, u.alignment, z[::step]) for u, z in zip(meta[n_fit:], per_utt)],
                             rate, cfg.n_clusters, cfg.seed)
-    return quality["pnmi_conditional"], quality.get("toneless", {}).get("pnmi_conditional")
+    return (quality["pnmi_conditional"], quality.get("toneless", {}).get("pnmi_conditional"),
+            quality["pnmi_conditional_shuffled"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,13 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     for (key, *_), result in zip(jobs, results):
         by_key.setdefault(key, []).append(result)
     print(f"| norm | features | conditional PNMI (K={it.kmeans.n_clusters}, {rate:g} Hz, {len(seeds)} seeds) "
-          "| without tones |")
-    print("|---|---|---|---|")
+          "| without tones | shuffled floor |")
+    print("|---|---|---|---|---|")
     for (norm, what), runs in by_key.items():
         tonal = np.array([r[0] for r in runs])
         spread = f" +- {tonal.std(ddof=1):.4f}" if len(runs) > 1 else ""
         toneless = f"{np.mean([r[1] for r in runs]):.4f}" if runs[0][1] is not None else "-"
-        print(f"| {norm} | {what} | {tonal.mean():.4f}{spread} | {toneless} |")
+        print(f"| {norm} | {what} | {tonal.mean():.4f}{spread} | {toneless} | {np.mean([r[2] for r in runs]):.4f} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """bench.kmeans_normalisation's feature transforms: the statistics come from the fit frames only."""
 
+import types
+
 import numpy as np
 import pytest
 
-from bench.kmeans_normalisation import main, normalise
+from bench.kmeans_normalisation import main, normalise, score
+from hubert.fairseq.formats import shard_paths, write_lengths
+from hubert.labels.layers import SPLIT
+from hubert.labels.params import KMeansConfig
 
 
 def test_standardize_uses_the_fit_frames_statistics():
@@ -52,3 +57,21 @@ def test_utterance_norms_need_lengths_that_cover_the_frames():
         normalise(x, 2, "utterance_mean")
     with pytest.raises(ValueError, match="summing to 5"):
         normalise(x, 2, "utterance_mvn", [2, 2])
+
+
+def test_score_reports_the_shuffled_floor_beside_the_pnmi(tmp_path):
+    # 4 fit + 4 scored utterances of 50 frames at 50 Hz, two phones of 0.5 s each; the features are
+    # the phone plus noise, so k-means finds the phones and the shuffled labels cannot
+    rng = np.random.default_rng(0)
+    phone = np.repeat([0, 1], 25)
+    feats = np.concatenate([np.eye(2, dtype=np.float32)[phone] * 4 + rng.normal(size=(50, 2)).astype(np.float32)
+                            for _ in range(8)])
+    npy, lens = shard_paths(tmp_path, SPLIT, 0, 1)
+    np.save(npy, feats)
+    write_lengths(lens, [50] * 8)
+    meta = [types.SimpleNamespace(lang="en", alignment=[["a", 0.0, 0.5], ["b", 0.5, 1.0]])] * 8
+    km = KMeansConfig(n_clusters=2, percent=-1, n_init=1)
+    pnmi, toneless, floor = score(tmp_path, slice(None), [50] * 8, 4, meta, 1, 50.0, km, "none")
+    assert pnmi > 0.9
+    assert toneless is None  # English phones carry no tones
+    assert 0.0 <= floor < 0.05
