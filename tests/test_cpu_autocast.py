@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hubert.fairseq import cpu_autocast
-from hubert.pretrain.params import CPU_AUTOCAST_ENV, HardwareParams
+from hubert.pretrain.params import CPU_AUTOCAST_ENV, HardwareParams, cpu_has_bf16
 from tests._pretrain_fixtures import make_clone, run_stage
 
 
@@ -134,3 +134,17 @@ def test_an_fp32_run_ignores_autocast_asked_in_the_users_environment(tmp_path, t
     code, out = run_stage(clone)
     assert code == 0, out[-3000:]
     assert "bf16 autocast" not in out
+
+
+@pytest.mark.slow
+def test_precision_auto_through_the_stage_follows_this_cpu(tmp_path, tiny_corpus, tiny_manifests):
+    clone = make_clone(tmp_path / "repo", tiny_corpus, tiny_manifests, overrides=["pretrain.hardware.precision=auto"])
+    code, out = run_stage(clone)
+    assert code == 0, out[-3000:]
+    cpuinfo = Path("/proc/cpuinfo")
+    native = cpuinfo.is_file() and cpu_has_bf16(cpuinfo.read_text(errors="replace"))
+    assert f"pretrain.hardware.precision=auto: {'bf16' if native else 'fp32'} (" in out
+    # the decision is in the config the stage writes: the autocast variable in its launch line, or not
+    config = (clone / "data/pretrain/iter1/fairseq_config.yaml").read_text()
+    assert (f"{CPU_AUTOCAST_ENV}=bf16" in config) == native
+    assert ("runs under bf16 autocast on the CPU" in out) == native

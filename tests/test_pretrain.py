@@ -56,7 +56,9 @@ from hubert.pretrain.params import (
     ModelParams,
     PretrainParams,
     check_devices,
+    cpu_has_bf16,
     iteration_params,
+    resolve_precision,
 )
 from tests._pretrain_fixtures import compose_params
 
@@ -72,6 +74,8 @@ def params(profile: str = "tiny", *overrides: str) -> PretrainParams:
 
 
 def config(p: PretrainParams, **kw) -> dict:
+    # the demo's precision auto as a CPU without bf16 instructions decides it (fp32)
+    p = dataclasses.replace(p, hardware=resolve_precision(p.hardware, cpuinfo=None))
     args = dict(manifests="data/manifests", labels="data/labels/iter1", label_rate=100.0,
                 save_dir="data/pretrain/iter1/checkpoints", sample_rate=16000,
                 user_dir="hubert/fairseq/hubert_dvc_plugin")
@@ -120,9 +124,12 @@ def test_demo_profile_is_the_measured_cpu_model():
                                                           (128, 3, 2), (128, 2, 2), (128, 2, 2)]
     assert (p.optimization.lr, p.optimization.warmup_updates, p.optimization.max_update) == (5e-4, 50, 8000)
     assert (p.batch.max_tokens, p.batch.max_sample_size) == (320000, 64000)
-    assert (p.hardware.gpus, p.hardware.precision, p.hardware.cpu_autocast) == (0, "bf16", True)
-    cfg = config(p)
-    assert cfg["common"]["bf16"] is False and cfg["common"]["cpu"] is True  # fairseq trains fp32 around autocast
+    assert (p.hardware.gpus, p.hardware.precision) == (0, "auto")
+    # on a CPU with bf16 instructions auto is bf16 autocast: fairseq trains fp32 around it
+    h = resolve_precision(p.hardware, cpuinfo="flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile")
+    assert (h.precision, h.cpu_autocast) == ("bf16", True)
+    cfg = config(dataclasses.replace(p, hardware=h))
+    assert cfg["common"]["bf16"] is False and cfg["common"]["cpu"] is True
 
 
 def test_base_profile_is_fairseqs_recipe_with_the_papers_iteration_1_and_the_reference_batch():
@@ -242,8 +249,35 @@ def test_portable_path_is_relative_inside_the_root_only(tmp_path):
     assert plugin_dir(REPO) == "hubert/fairseq/hubert_dvc_plugin"
 
 
+def test_precision_auto_is_what_the_machine_computes_natively(capsys):
+    cpu = params("demo").hardware
+    avx2 = "flags\t\t: fpu sse avx2 fma"
+    assert resolve_precision(cpu, cpuinfo=avx2).precision == "fp32"  # torch would emulate bf16: many times slower
+    assert "fp32 (this CPU lists none of avx512_bf16, amx_bf16" in capsys.readouterr().out
+    assert resolve_precision(cpu, cpuinfo=avx2 + " avx512f avx512_bf16").cpu_autocast
+    assert resolve_precision(cpu, cpuinfo="flags : amx_bf16").precision == "bf16"
+    assert resolve_precision(cpu, cpuinfo=None).precision == "fp32"  # no /proc/cpuinfo (macOS): the safe choice
+    gpus = dataclasses.replace(cpu, gpus=4)
+    assert resolve_precision(gpus, cpuinfo=None, cuda_bf16=True).precision == "bf16"
+    assert resolve_precision(gpus, cpuinfo=None, cuda_bf16=False).precision == "fp16"
+    explicit = params("tiny").hardware
+    assert resolve_precision(explicit, cpuinfo="flags : amx_bf16") is explicit  # only auto is decided
+    assert capsys.readouterr().out.count("precision=auto") == 5
+    # this machine: check_devices decides it from its own /proc/cpuinfo
+    decided = check_devices(cpu).precision
+    cpuinfo = Path("/proc/cpuinfo")
+    assert decided == ("bf16" if cpuinfo.is_file() and cpu_has_bf16(cpuinfo.read_text(errors="replace")) else "fp32")
+
+
+def test_a_fairseq_config_needs_a_decided_precision():
+    for cfg in (section("demo"), section("base", "pretrain.hardware.precision=auto")):
+        with pytest.raises(ValueError, match="precision=auto is decided on the machine that trains"):
+            fairseq_config(iteration_params(cfg, "iter1"), manifests="m", labels="l", label_rate=50.0, save_dir="s",
+                           sample_rate=16000, user_dir="u")
+
+
 def test_devices_are_checked_before_launching():
-    check_devices(params("tiny").hardware)  # CPU: nothing to check
+    assert check_devices(params("tiny").hardware) == params("tiny").hardware  # CPU, fp32: nothing to decide
     if torch.cuda.device_count() < 8:
         with pytest.raises(ValueError, match="hardware.gpus=8"):
             check_devices(params("base").hardware)

@@ -38,7 +38,7 @@ from hubert.fairseq.launcher import (
     portable_path,
 )
 from hubert.finetune.params import FinetuneParams, Variant
-from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices
+from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices, require_resolved
 
 CONFIG_NAME = "fairseq_config"
 BEST = "checkpoint_best.pt"
@@ -126,6 +126,7 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
                    valid_subsets: list[str], shortest_frames: int) -> dict[str, Any]:
     """fairseq's HuBERT fine-tuning config (base_10h.yaml's shape) as a dict; paths as given."""
     m, o, b, s = p.model, p.optimization, p.batch, p.schedule
+    require_resolved(hardware)
     width = int(start.pretrained_cfg["model"]["encoder_embed_dim"])
     if m.mask_channel_prob > 0 and m.mask_channel_length >= width:
         raise ValueError(f"finetune.model.mask_channel_length={m.mask_channel_length} must be below the model's "
@@ -298,7 +299,7 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
              root: str | Path) -> dict[str, Any]:
     """Fine-tune (or resume) one variant; writes out/fairseq_config.yaml, out/checkpoints/
     and out/checkpoint.pt; returns its metrics."""
-    check_devices(hardware)
+    hardware = check_devices(hardware)
     root = Path(root)
     start = resolve_start(name, variant, start_checkpoint, root)
     label = "lidltr" if variant.lid else "ltr"

@@ -14,7 +14,14 @@ from hubert.fairseq.formats import KM, dict_file, iter_label_lines, label_file
 from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
 from hubert.labels.quality import chance_bits, conditional_entropy_bits, entropy_bits, unit_and_pair_counts
-from hubert.pretrain.params import CPU_AUTOCAST_ENV, BatchParams, HardwareParams, OptimizationParams, PretrainParams
+from hubert.pretrain.params import (
+    CPU_AUTOCAST_ENV,
+    BatchParams,
+    HardwareParams,
+    OptimizationParams,
+    PretrainParams,
+    require_resolved,
+)
 
 SPLITS = ("train", "valid")
 CONFIG_NAME = "fairseq_config"
@@ -105,6 +112,7 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
     (the repository root). Keys left out keep fairseq-fixed 0.12.3.1's defaults.
     """
     m, o, b, h, s = p.model, p.optimization, p.batch, p.hardware, p.schedule
+    require_resolved(h)
     return {
         **hydra_block(),
         "common": {

@@ -3,6 +3,7 @@ blocks merged with the ``pretrain.<iteration>`` overrides."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 from hubert.params import from_dict
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+# auto: the fastest this machine computes natively, decided when the stage starts (resolve_precision)
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 # set to "bf16" in the environment of the fairseq processes that pretrain under CPU autocast
 CPU_AUTOCAST_ENV = "HUBERT_DVC_CPU_AUTOCAST"
 BACKENDS = ("nccl", "gloo")
@@ -162,10 +164,12 @@ class HardwareParams:
     processes per node. backend: torch.distributed's (nccl for GPUs, gloo for
     CPUs), used when there is more than one process. port: the rendezvous port
     on the first node, used across nodes and by CPU processes (on one GPU node
-    fairseq picks its own). precision: fp32 | fp16 | bf16; on GPUs fairseq's fp16 /
+    fairseq picks its own). precision: fp32 | fp16 | bf16 | auto; on GPUs fairseq's fp16 /
     bf16 training; on the CPU (gpus 0) fp16 is refused and bf16 means pretraining
     under bf16 autocast with fp32 weights (:mod:`hubert.fairseq.cpu_autocast`;
-    fine-tuning on the CPU stays fp32)."""
+    fine-tuning on the CPU stays fp32). auto is decided by :func:`check_devices`
+    on the machine that trains: bf16 where it computes bf16 natively, otherwise
+    fp32 on a CPU and fp16 on GPUs."""
 
     gpus: int
     precision: str
@@ -230,30 +234,66 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def bf16_cpu_warning(cpuinfo: str) -> str | None:
     """A warning when ``cpuinfo`` (the text of /proc/cpuinfo) lists none of BF16_CPU_FLAGS."""
-    flags = set(cpuinfo.split())
-    if any(flag in flags for flag in BF16_CPU_FLAGS):
+    if cpu_has_bf16(cpuinfo):
         return None
     return ("warning: pretrain.hardware.precision=bf16 on a CPU without bf16 instructions (/proc/cpuinfo lists none "
             f"of {', '.join(BF16_CPU_FLAGS)}): torch emulates bf16 there, usually slower than fp32; set "
-            "pretrain.hardware.precision=fp32")
+            "pretrain.hardware.precision=fp32 or auto")
 
 
-def check_devices(h: HardwareParams) -> None:
-    """Fail before launching when the machine lacks the GPUs the params ask for; warn when
-    bf16 autocast is asked of a CPU without bf16 instructions."""
+def cpu_has_bf16(cpuinfo: str) -> bool:
+    """Whether ``cpuinfo`` (the text of /proc/cpuinfo) lists one of BF16_CPU_FLAGS."""
+    flags = set(cpuinfo.split())
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_precision(h: HardwareParams, *, cpuinfo: str | None, cuda_bf16: bool = False) -> HardwareParams:
+    """``h`` with precision auto made concrete, and why, for this machine: ``cpuinfo`` is the
+    text of /proc/cpuinfo (None where there is none: macOS, Windows), ``cuda_bf16`` whether
+    its GPUs compute bf16. On the CPU, bf16 autocast only where the CPU has bf16
+    instructions: elsewhere torch emulates bf16, many times slower than fp32. On GPUs,
+    bf16 where they have it, else fairseq's fp16 (with loss scaling, the HuBERT recipe's)."""
+    if h.precision != "auto":
+        return h
     if h.gpus == 0:
-        cpuinfo = Path("/proc/cpuinfo")
-        if h.cpu_autocast and cpuinfo.is_file():
-            warning = bf16_cpu_warning(cpuinfo.read_text(errors="replace"))
+        if cpuinfo is not None and cpu_has_bf16(cpuinfo):
+            chosen, why = "bf16", f"this CPU computes bf16 natively ({', '.join(BF16_CPU_FLAGS)})"
+        else:
+            chosen, why = "fp32", ("this CPU lists none of " + ", ".join(BF16_CPU_FLAGS) if cpuinfo is not None
+                                   else "no /proc/cpuinfo to show bf16 instructions")
+            why += ": torch would emulate bf16"
+    else:
+        chosen, why = ("bf16", "the GPUs compute bf16") if cuda_bf16 else ("fp16", "the GPUs lack bf16")
+    print(f"pretrain.hardware.precision=auto: {chosen} ({why})", flush=True)
+    return dataclasses.replace(h, precision=chosen)
+
+
+def require_resolved(h: HardwareParams) -> None:
+    """A fairseq config needs a concrete precision: auto is decided by check_devices on the training machine."""
+    if h.precision == "auto":
+        raise ValueError("pretrain.hardware.precision=auto is decided on the machine that trains: "
+                         "pass the hardware params through check_devices first")
+
+
+def check_devices(h: HardwareParams) -> HardwareParams:
+    """Fail before launching when the machine lacks the GPUs the params ask for; warn when
+    bf16 autocast is asked of a CPU without bf16 instructions. Returns ``h`` with precision
+    auto decided for this machine (resolve_precision)."""
+    if h.gpus == 0:
+        cpuinfo_file = Path("/proc/cpuinfo")
+        cpuinfo = cpuinfo_file.read_text(errors="replace") if cpuinfo_file.is_file() else None
+        if h.cpu_autocast and cpuinfo is not None:
+            warning = bf16_cpu_warning(cpuinfo)
             if warning:
                 print(warning, flush=True)
-        return
+        return resolve_precision(h, cpuinfo=cpuinfo)
     import torch
 
     found = torch.cuda.device_count()
     if found < h.gpus:
         raise ValueError(f"pretrain.hardware.gpus={h.gpus} but this machine has {found} CUDA GPU(s); "
                          "set pretrain.hardware.gpus to at most that (0 trains on the CPU)")
+    return resolve_precision(h, cpuinfo=None, cuda_bf16=h.precision == "auto" and torch.cuda.is_bf16_supported())
 
 
 @dataclass(frozen=True)

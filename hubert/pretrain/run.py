@@ -23,6 +23,7 @@ top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def pretrain(p: PretrainParams, *, manifests: str | Path, labels: str | Path, ou
     relative to it. Writes ``out/fairseq_config.yaml``, ``out/checkpoints/``
     (fairseq's checkpoints, train_log.jsonl, run.json) and ``out/checkpoint.pt``.
     """
-    check_devices(p.hardware)
+    p = dataclasses.replace(p, hardware=check_devices(p.hardware))
     prefix = launch_prefix(p.hardware, dict(os.environ))  # before anything is written: nodes > 1 needs SLURM
     root = Path(root)
     rel_manifests, rel_labels, rel_out = (portable_path(x, root) for x in (manifests, labels, out))
