@@ -269,6 +269,16 @@ def test_precision_auto_is_what_the_machine_computes_natively(capsys):
     assert decided == ("bf16" if cpuinfo.is_file() and cpu_has_bf16(cpuinfo.read_text(errors="replace")) else "fp32")
 
 
+def test_precision_auto_on_gpus_asks_for_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    # a V100 or T4: bf16 only by emulation, which torch's default check counts as support
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    base = params("base", "pretrain.hardware.precision=auto").hardware
+    assert check_devices(base).precision == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, H100
+    assert check_devices(base).precision == "bf16"
+
+
 def test_a_fairseq_config_needs_a_decided_precision():
     for cfg in (section("demo"), section("base", "pretrain.hardware.precision=auto")):
         with pytest.raises(ValueError, match="precision=auto is decided on the machine that trains"):

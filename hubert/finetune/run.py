@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,9 @@ def finetune(p: FinetuneParams, name: str, variant: Variant, *, hardware: Hardwa
              root: str | Path) -> dict[str, Any]:
     """Fine-tune (or resume) one variant; writes out/fairseq_config.yaml, out/checkpoints/
     and out/checkpoint.pt; returns its metrics."""
+    if hardware.gpus == 0 and hardware.precision == "auto":
+        # fine-tuning on the CPU trains in fp32 whatever pretraining's precision: nothing to decide or announce
+        hardware = replace(hardware, precision="fp32")
     hardware = check_devices(hardware)
     root = Path(root)
     start = resolve_start(name, variant, start_checkpoint, root)

@@ -185,8 +185,8 @@ class HardwareParams:
         if self.precision not in PRECISIONS:
             raise ValueError(f"pretrain.hardware.precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.gpus == 0 and self.precision == "fp16":
-            raise ValueError("pretrain.hardware.precision=fp16 needs GPUs; on the CPU (gpus: 0) use fp32, or bf16 "
-                             "(autocast: fp32 weights, bf16 matrix products)")
+            raise ValueError("pretrain.hardware.precision=fp16 needs GPUs; on the CPU (gpus: 0) use fp32, bf16 "
+                             "(autocast: fp32 weights, bf16 matrix products) or auto")
         if self.nodes < 1:
             raise ValueError(f"pretrain.hardware.nodes={self.nodes} must be >= 1")
         if self.cpu_processes < 1:
@@ -257,11 +257,11 @@ def resolve_precision(h: HardwareParams, *, cpuinfo: str | None, cuda_bf16: bool
         return h
     if h.gpus == 0:
         if cpuinfo is not None and cpu_has_bf16(cpuinfo):
-            chosen, why = "bf16", f"this CPU computes bf16 natively ({', '.join(BF16_CPU_FLAGS)})"
+            chosen, why = "bf16", f"this CPU lists {' or '.join(BF16_CPU_FLAGS)}: it computes bf16 natively"
+        elif cpuinfo is not None:
+            chosen, why = "fp32", f"this CPU lists none of {', '.join(BF16_CPU_FLAGS)}: torch would emulate bf16"
         else:
-            chosen, why = "fp32", ("this CPU lists none of " + ", ".join(BF16_CPU_FLAGS) if cpuinfo is not None
-                                   else "no /proc/cpuinfo to show bf16 instructions")
-            why += ": torch would emulate bf16"
+            chosen, why = "fp32", "no /proc/cpuinfo to show bf16 instructions: assuming none"
     else:
         chosen, why = ("bf16", "the GPUs compute bf16") if cuda_bf16 else ("fp16", "the GPUs lack bf16")
     print(f"pretrain.hardware.precision=auto: {chosen} ({why})", flush=True)
@@ -293,7 +293,9 @@ def check_devices(h: HardwareParams) -> HardwareParams:
     if found < h.gpus:
         raise ValueError(f"pretrain.hardware.gpus={h.gpus} but this machine has {found} CUDA GPU(s); "
                          "set pretrain.hardware.gpus to at most that (0 trains on the CPU)")
-    return resolve_precision(h, cpuinfo=None, cuda_bf16=h.precision == "auto" and torch.cuda.is_bf16_supported())
+    # including_emulation=False: torch otherwise says yes on GPUs without bf16 units (V100, T4)
+    native = h.precision == "auto" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return resolve_precision(h, cpuinfo=None, cuda_bf16=native)
 
 
 @dataclass(frozen=True)
