@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # The tiny pipeline in a throwaway clone of this repository's HEAD, then:
-#   .ci/tiny_run.sh           the metrics diff against the committed baseline (.ci/tiny/metrics)
-#                             as a Markdown table, and the gate (.ci/metrics_gate.py, .ci/tolerance.yaml)
-#   .ci/tiny_run.sh --update  replace the baseline with this run's metrics (make ci-baseline)
+#   .ci/tiny_run.sh           the metrics diff against the committed baseline of this CPU
+#                             (.ci/tiny/metrics-<capability>) as a Markdown table, and the gate
+#                             (.ci/metrics_gate.py, .ci/tolerance.yaml)
+#   .ci/tiny_run.sh --update  replace this CPU's baseline with this run's metrics (make ci-baseline)
+# One baseline per CPU capability (torch's: avx2, avx512, ...): torch's CPU kernels differ
+# between them, and training amplifies the last-digit differences into moved labels and
+# error rates, so a run is compared only with a run on the same kind of CPU.
 # It reuses this checkout's .venv (make install first) and never touches its files
 # except .ci/tiny/ with --update.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+cap="$("$repo/.venv/bin/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability().lower())')"
+baseline="$repo/.ci/tiny/metrics-$cap"
+if [ "${1:-}" != "--update" ] && [ ! -d "$baseline" ]; then
+    echo "metrics gate: no tiny baseline for this CPU ($cap) in .ci/tiny/; have: $(ls "$repo/.ci/tiny")." >&2
+    echo "Run 'make ci-baseline' on a machine with this CPU and commit .ci/tiny/metrics-$cap." >&2
+    exit 1
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/repo"
@@ -17,7 +28,7 @@ if [ -d "$repo/../shared" ]; then ln -s "$(cd "$repo/../shared" && pwd)" "$work/
 export PYTHONPATH="$work/repo"  # the clone's code, not the checkout's (the venv installs it editable)
 if [ "${1:-}" != "--update" ]; then
     # the baseline as the committed metrics/, so that `dvc metrics diff` compares the run with it
-    rm -rf metrics && cp -r "$repo/.ci/tiny/metrics" metrics
+    rm -rf metrics && cp -r "$baseline" metrics
     git add -A metrics && git -c user.name=ci -c user.email=ci@localhost commit -q -m "tiny baseline"
 fi
 start=$(date +%s)
@@ -29,11 +40,11 @@ export PATH="$repo/.venv/bin:$PATH"
     || { tail -50 "$work/repro.log"; exit 1; }
 echo "tiny pipeline: $(( $(date +%s) - start )) s"
 if [ "${1:-}" = "--update" ]; then
-    rm -rf "$repo/.ci/tiny/metrics" && mkdir -p "$repo/.ci/tiny" && cp -r metrics "$repo/.ci/tiny/metrics"
-    echo "baseline written to .ci/tiny/metrics: commit it"
+    rm -rf "$baseline" && mkdir -p "$repo/.ci/tiny" && cp -r metrics "$baseline"
+    echo "baseline written to .ci/tiny/metrics-$cap: commit it"
     exit 0
 fi
-echo "dvc metrics diff (committed tiny baseline -> this run):"
+echo "dvc metrics diff (committed tiny baseline of this CPU, $cap -> this run):"
 .venv/bin/dvc metrics diff --md HEAD
-.venv/bin/python "$repo/.ci/metrics_gate.py" --baseline "$repo/.ci/tiny/metrics" --fresh metrics \
+.venv/bin/python "$repo/.ci/metrics_gate.py" --baseline "$baseline" --fresh metrics \
     --tolerance "$repo/.ci/tolerance.yaml"
