@@ -58,8 +58,9 @@ exp-show: install
 	$(BIN)/python -m hubert.experiments $(ARGS)
 
 # The CI metrics gate: the tiny pipeline in a throwaway clone of HEAD, its metrics diff
-# against the committed baseline (.ci/tiny/metrics) and a failure beyond .ci/tolerance.yaml.
-# ci-baseline replaces the baseline with a fresh tiny run of HEAD (commit first, then commit .ci/tiny).
+# against the committed baseline of this CPU (.ci/tiny/metrics-<capability>) and a failure beyond
+# .ci/tolerance.yaml. ci-baseline replaces this CPU's baseline with a fresh tiny run of HEAD (commit
+# first, then commit .ci/tiny); on another kind of CPU, run it there too.
 ci-gate: install
 	.ci/tiny_run.sh
 

@@ -1,7 +1,7 @@
 """Compare a fresh tiny run's metrics with the committed baseline; exit 1 when any moved
 beyond tolerance.
 
-    python .ci/metrics_gate.py --baseline .ci/tiny/metrics --fresh metrics --tolerance .ci/tolerance.yaml
+    python .ci/metrics_gate.py --baseline .ci/tiny/metrics-avx2 --fresh metrics --tolerance .ci/tolerance.yaml
 
 Every numeric leaf of every JSON file is compared, except the clocks the
 tolerance file lists by name. A metric that one side lacks is a failure too

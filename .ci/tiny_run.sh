@@ -11,7 +11,7 @@
 # except .ci/tiny/ with --update.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-cap="$("$repo/.venv/bin/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability().lower())')"
+cap="$("$repo/.venv/bin/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())' | tr '[:upper:]' '[:lower:]')"
 baseline="$repo/.ci/tiny/metrics-$cap"
 if [ "${1:-}" != "--update" ] && [ ! -d "$baseline" ]; then
     echo "metrics gate: no tiny baseline for this CPU ($cap) in .ci/tiny/; have: $(ls "$repo/.ci/tiny")." >&2

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,17 @@ def test_a_metric_on_one_side_only_fails(dirs, capsys):
 def test_the_committed_tolerance_ignores_only_clocks():
     tolerance = yaml.safe_load((REPO / ".ci" / "tolerance.yaml").read_text())
     assert set(tolerance["ignore"]) <= {"decode_s", "train_s", "s_per_update", "wall_time_s", "audio_s_per_s"}
+
+
+def test_a_cpu_without_a_baseline_is_told_how_to_make_one(tmp_path):
+    # the script as committed, in a stand-in repository whose python reports a CPU kind with no baseline
+    (tmp_path / ".ci" / "tiny" / "metrics-avx2").mkdir(parents=True)
+    shutil.copy(REPO / ".ci" / "tiny_run.sh", tmp_path / ".ci" / "tiny_run.sh")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho NEON\n")
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(tmp_path / ".ci" / "tiny_run.sh")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "no tiny baseline for this CPU (neon)" in proc.stderr and "metrics-avx2" in proc.stderr
+    assert "make ci-baseline" in proc.stderr and ".ci/tiny/metrics-neon" in proc.stderr
