@@ -1,5 +1,5 @@
 # Two entry points, both self-bootstrapping on a fresh machine:
-#   make repro [PROFILE=tiny|demo|base] [OVERRIDES='key=value ...']   create .venv if missing, install, run the pipeline
+#   make repro [PROFILE=tiny|demo|demo-realistic|base] [OVERRIDES='key=value ...']   create .venv if missing, install, run the pipeline
 #   make test                             same bootstrap, then the linter and the test suite
 SHELL := /bin/bash
 PYTHON ?= python3

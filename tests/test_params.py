@@ -65,6 +65,23 @@ def test_tiny_profile_overrides_the_sections():
     assert tiny["balance"]["valid_speakers"] + tiny["balance"]["test_speakers"] + 1 <= min(synth["speakers"].values())
 
 
+def test_demo_realistic_is_the_demo_with_recording_conditions_and_a_lower_lr():
+    """demo-realistic extends demo (Hydra defaults): only its own keys differ, so a change
+    to the demo recipe carries over, and the corpus, labels and model stay comparable."""
+    demo, real = composed(["profile=demo"]), composed(["profile=demo-realistic"])
+    changed = {path: value for path, value in leaves(real) if get(demo, path) != value}
+    assert changed == {
+        ("profile_name",): "demo-realistic",
+        ("corpus", "synthetic", "realism", "enabled"): True,
+        ("corpus", "synthetic", "realism", "rt60_s"): [0.3, 0.8],
+        ("corpus", "synthetic", "realism", "snr_db"): [5.0, 20.0],
+        ("pretrain", "optimization", "lr"): 0.0002,
+        ("pretrain", "optimization", "warmup_updates"): 500,
+    }
+    synth = from_dict(CorpusParams, real["corpus"], "corpus").synthetic
+    assert synth.realism.enabled and synth.realism.rt60_s == (0.3, 0.8)
+
+
 def test_dotted_overrides_apply_after_the_profile():
     cfg = composed(["profile=tiny", "corpus.synthetic.seed=3", "corpus.synthetic.utterances.en=5",
                     "balance.alpha=0.3"])
