@@ -13,7 +13,9 @@ subprocess (cwd = the clone, PYTHONPATH = the clone), streaming its output to
 a callback, which may kill the training process mid-run.
 
 ``resumed_run`` is the one tiny pretraining the test modules share: killed
-after its first checkpoint, then resumed to the end (made once per session).
+after its first checkpoint, then resumed to the end (made once per session);
+``straight_run`` the same run never interrupted, in a clone at another path
+(made once per session too).
 """
 
 from __future__ import annotations
@@ -91,10 +93,17 @@ def make_clone(root: Path, corpus: Path, manifests: Path, *, units: int = 20, di
 def run_stage(clone: Path, on_line: Callable[[str, subprocess.Popen], None] | None = None,
               iteration: str = "iter1", timeout: float = 240) -> tuple[int, str]:
     """Run the stage in ``clone``; returns (exit code, whole output)."""
+    return run_script(clone, ["stages/pretrain.py", *stage_args(iteration)], on_line, timeout)
+
+
+def run_script(clone: Path, args: list[str], on_line: Callable[[str, subprocess.Popen], None] | None = None,
+               timeout: float = 240) -> tuple[int, str]:
+    """``python *args`` in ``clone``, its output streamed line by line to ``on_line(line, process)``,
+    which may kill it; returns (exit code, whole output)."""
     # One torch thread: these runs are tiny, and on a shared 2-core machine two
     # spinning OpenMP threads per process make them many times slower.
     env = dict(os.environ, PYTHONPATH=str(clone), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "stages/pretrain.py", *stage_args(iteration)], cwd=clone, env=env,
+    proc = subprocess.Popen([sys.executable, *args], cwd=clone, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     try:
@@ -119,6 +128,19 @@ def training_child(stage: subprocess.Popen):
         if "fairseq_cli.hydra_train" in " ".join(child.cmdline()):
             return child
     raise AssertionError("the stage has no fairseq-hydra-train child process")
+
+
+def kill_family(stage: subprocess.Popen) -> None:
+    """SIGKILL the stage and every process it started, as a preempted job or a closed laptop
+    ends them: nothing gets to clean up or finish writing."""
+    import psutil
+
+    family = psutil.Process(stage.pid).children(recursive=True) + [psutil.Process(stage.pid)]
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def files_under(root: Path, *parts: str) -> list[Path]:
@@ -163,3 +185,25 @@ def resumed_run(tmp_path_factory, corpus: Path, manifests: Path) -> ResumedRun:
     second = run_stage(clone)
     _RUNS[key] = ResumedRun(clone, killed[0] if killed else "", first, after_kill, log_steps, second)
     return _RUNS[key]
+
+
+_STRAIGHT: dict[str, tuple[Path, tuple[int, str]]] = {}
+
+
+@dataclass(frozen=True)
+class StraightRun:
+    """The tiny pretraining of :func:`resumed_run`, never interrupted, in a clone at another path."""
+
+    clone: Path
+    run: tuple[int, str]  # (exit code, output)
+
+
+def straight_run(tmp_path_factory, corpus: Path, manifests: Path) -> StraightRun:
+    key = str(tmp_path_factory.getbasetemp())
+    if key not in _STRAIGHT:
+        clone = make_clone(tmp_path_factory.mktemp("straight") / "another place" / "deeper" / "clone", corpus,
+                           manifests)
+        _STRAIGHT[key] = (clone, run_stage(clone))
+    clone, result = _STRAIGHT[key]
+    assert result[0] == 0, result[1][-3000:]
+    return StraightRun(clone, result)

@@ -226,9 +226,10 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(tmp_path, tiny_
     same utterances: fairseq gives rank r the batches r, r + 2, ... of the
     epoch's seeded batch list, and update_freq 2 groups batches 2k and 2k + 1, so
     the utterance count of every logged interval must be equal. What differs is
-    randomness only: each rank crops with its own numpy stream, the plugin
-    offsets each rank's mask seed by its rank, and dropout follows the per-rank
-    torch stream, as the second forward pass of update_freq 2 follows the first.
+    randomness only: the plugin offsets each rank's mask seed by its rank, and
+    dropout and layerdrop follow each rank's copy of the per-update streams, as
+    the second forward pass of update_freq 2 follows the first (the crops agree:
+    they are seeded by the batch's items).
     The tolerance is measured in the test: the curves must be closer than a third
     of the distance between two update_freq 2 runs whose seed differs (another
     init and data order). Measured here: mean |difference| of the total loss

@@ -534,6 +534,37 @@ def test_unreadable_last_checkpoint_is_set_aside(tmp_path):
     assert (set_aside_dirs(save)[0] / LAST).read_bytes() == b"cut short"
 
 
+def test_a_torn_last_checkpoint_resumes_from_the_newest_intact_one(tmp_path):
+    """A kill while fairseq wrote checkpoint_last.pt: the numbered checkpoint beside it (or an older
+    one) is intact, so the run continues from there; only the torn file is set aside, with its reason."""
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 30, [2, 4, 10, 20, 30, 32])
+    fake_checkpoint(save / "checkpoint_2_20.pt", 20)
+    fake_checkpoint(save / "checkpoint_3_30.pt", 30)
+    (save / "checkpoint_4_40.pt").write_bytes(b"torn too")  # the kill came while this one was written
+    torn = (save / LAST).read_bytes()[: len((save / LAST).read_bytes()) // 2]
+    (save / LAST).write_bytes(torn)
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 30, decision.why
+    assert "cannot be read" in decision.why and "continuing from checkpoint_3_30.pt" in decision.why
+    assert checkpoint_updates(save / LAST) == 30 and [r.step for r in read_log(save)] == [2, 4, 10, 20, 30]
+    (aside,) = set_aside_dirs(save)
+    assert (aside / LAST).read_bytes() == torn and "cannot be read" in (aside / "REASON.txt").read_text()
+    assert (save / "checkpoint_3_30.pt").is_file()  # nothing intact was moved
+
+
+def test_a_torn_last_checkpoint_with_nothing_intact_beside_it_starts_over_and_says_so(tmp_path):
+    save = tmp_path / "ckpt"
+    prepare_save_dir(save, IDENTITY, CONFIG)
+    killed_after(save, 10, [2, 4, 10])
+    (save / LAST).write_bytes(b"cut short")
+    (save / "checkpoint_1_10.pt").write_bytes(b"cut short too")
+    decision = prepare_save_dir(save, IDENTITY, CONFIG)
+    assert decision.update == 0 and "no intact checkpoint is left" in decision.why
+    assert "starting from update 0" in decision.why and not (save / LAST).exists()
+
+
 def test_checkpoints_of_an_older_run_json_are_set_aside(tmp_path):
     save = tmp_path / "ckpt"
     save.mkdir()

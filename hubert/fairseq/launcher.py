@@ -122,16 +122,51 @@ class Resume:
     why: str
 
 
-def set_aside(save_dir: Path, reason: str) -> Path:
-    """Move ``save_dir`` to ``set_aside/NNN-<reason>/`` beside it, with the reason in
-    REASON.txt: checkpoints are never deleted, only moved out of fairseq's way."""
+def set_aside(save_dir: Path, reason: str, file: Path | None = None) -> Path:
+    """Move ``save_dir`` (or only ``file`` in it) to ``set_aside/NNN-<reason>/`` beside it,
+    with the reason in REASON.txt: checkpoints are never deleted, only moved out of
+    fairseq's way."""
     parent = save_dir.parent / SET_ASIDE
     parent.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", reason.lower()).strip("-")[:60]
     dest = parent / f"{len(list(parent.iterdir())) + 1:03d}-{slug}"
-    shutil.move(str(save_dir), dest)
+    if file is None:
+        shutil.move(str(save_dir), dest)
+    else:
+        dest.mkdir()
+        shutil.move(str(file), dest / file.name)
     (dest / "REASON.txt").write_text(reason + "\n", encoding="utf-8")
     return dest
+
+
+def intact_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:
+    """(num_updates, path) of fairseq's numbered checkpoints (``checkpoint_<epoch>_<update>.pt``,
+    ``checkpoint<epoch>.pt``) that can be read, newest first."""
+    found = []
+    for path in save_dir.glob("checkpoint*.pt"):
+        if path.name in (LAST, "checkpoint_best.pt") or not re.fullmatch(r"checkpoint_?\d+(_\d+)?\.pt", path.name):
+            continue
+        try:
+            found.append((checkpoint_updates(path), path))
+        except Exception:  # torn as well: not a candidate
+            continue
+    return sorted(found, key=lambda x: (-x[0], x[1].name))
+
+
+def recover_last(save_dir: Path, shown: str, exc: Exception) -> tuple[int, str | None]:
+    """``checkpoint_last.pt`` cannot be read (a kill while fairseq wrote it): set it aside and
+    continue from the newest intact numbered checkpoint, copied to its place. Returns
+    (update, what was done), or (0, None) when no intact checkpoint is left."""
+    intact = intact_checkpoints(save_dir)
+    if not intact:
+        return 0, None
+    update, path = intact[0]
+    reason = f"{shown}/{LAST} cannot be read ({exc})"
+    where = set_aside(save_dir, reason, save_dir / LAST)
+    tmp = save_dir / (LAST + ".tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, save_dir / LAST)
+    return update, f"{reason}: set aside in {where}; continuing from {path.name}, the newest intact checkpoint"
 
 
 def detach_links(folder: Path) -> list[Path]:
@@ -178,7 +213,7 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     run_file, last = save_dir / RUN_FILE, save_dir / LAST
     stored = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
     now = flatten(config)
-    resume, why, problem = 0, "no checkpoint: starting from update 0", None
+    resume, why, problem, recovered = 0, "no checkpoint: starting from update 0", None, None
     if last.is_file() and "identity" not in stored:
         problem = f"{shown} holds checkpoints whose run.json does not say what they were trained on"
     elif last.is_file() and stored["identity"] != identity:
@@ -188,8 +223,10 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
     elif last.is_file():
         try:
             resume = checkpoint_updates(last)
-        except Exception as exc:  # a checkpoint cut short while being copied
-            problem = f"{shown}/{LAST} cannot be read ({exc})"
+        except Exception as exc:  # a checkpoint cut short while being written
+            resume, recovered = recover_last(save_dir, shown, exc)
+            if recovered is None:
+                problem = f"{shown}/{LAST} cannot be read ({exc}) and no intact checkpoint is left beside it"
         if resume and not [r for r in read_log(save_dir) if r.step <= resume]:
             resume, problem = 0, f"{shown}/{LOG_FILE} is missing, so the curves could not be complete"
     if problem:
@@ -199,6 +236,8 @@ def prepare_save_dir(save_dir: str | Path, identity: dict[str, str], config: dic
         before = stored.get("config", {})
         changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if k in before and before[k] != v]
         why = f"resuming from {shown}/{LAST} at update {resume}"
+        if recovered:
+            why = f"{recovered}; resuming at update {resume}"
         why += f" (changed since: {'; '.join(changed)})" if changed else " (same config and inputs)"
     kept = [r for r in read_log(save_dir) if r.step <= resume] if resume else []
     save_dir.mkdir(parents=True, exist_ok=True)

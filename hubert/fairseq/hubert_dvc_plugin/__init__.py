@@ -7,7 +7,7 @@ worker included). The generated configs set ``common.user_dir:
 hubert/fairseq/hubert_dvc_plugin`` (relative to the repository root, which is
 the training process's working directory).
 
-Three fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
+Four fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
 fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
 ``autoregressive`` field):
 
@@ -34,6 +34,20 @@ fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
    dies at the first update with "Found no NVIDIA driver". Without CUDA its
    buffers are now made on the CPU; the gather itself (an all-reduce of the
    pickled outputs) is fairseq's, unchanged.
+4. Every other random draw of training is made a function of the seed, the
+   update (or epoch) and the item, so that a killed run resumed from a
+   checkpoint continues exactly as the uninterrupted run would. fairseq seeds
+   numpy's global generator once per process and re-seeds only torch's before
+   each update, but numpy's global stream decides layerdrop
+   (``np.random.random()`` per layer), the probabilistic rounding of every
+   mask's span count (``np.random.rand()`` in compute_mask_indices) and, in
+   HubertDataset, where each clip is cropped (``np.random.randint``). A resumed
+   process draws them from another point of that stream. Now numpy's global
+   generator is re-seeded with torch's before each update (common.seed +
+   num_updates, the same on every rank, as fairseq's torch seed), and the crops
+   of a batch come from a generator of their own, seeded by the iterator's seed
+   (common.seed + epoch for training, common.seed for validation), the epoch
+   and the batch's item indices.
 
 And, when the training stage asks for it through the environment, bf16 autocast
 of HubertModel on the CPU (:mod:`hubert.fairseq.cpu_autocast`).
@@ -44,10 +58,14 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import torch
+from fairseq import trainer as fairseq_trainer
+from fairseq.data.audio import hubert_dataset
 from fairseq.data.data_utils import compute_mask_indices
 from fairseq.distributed import utils as distributed_utils
 from fairseq.models.hubert import hubert as fairseq_hubert
+from fairseq.tasks import FairseqTask
 
 from hubert.fairseq import cpu_autocast, fixes
 from hubert.fairseq.checkpoint import allowed_globals
@@ -69,6 +87,74 @@ def seeded_compute_mask_indices(shape, padding_mask, *args, **kwargs):
 
 fairseq_hubert.compute_mask_indices = seeded_compute_mask_indices
 
+# ---------------------------------------------------------------- 4. seeded draws
+_set_seed = fairseq_trainer.Trainer._set_seed
+
+
+def set_seed_with_numpy(self) -> None:
+    """fairseq's per-update torch seed, and the same seed for numpy's global generator."""
+    _set_seed(self)
+    np.random.seed((self.cfg.common.seed + self.get_num_updates()) % 2**32)
+
+
+_get_batch_iterator = FairseqTask.get_batch_iterator
+
+
+def get_batch_iterator_seeding_crops(self, dataset, *args, **kwargs):
+    """fairseq's get_batch_iterator, its batches always those of epoch 1; the dataset keeps the
+    iterator's seed for its crops.
+
+    fairseq groups the items into batches once per iterator (``make_batches``: the
+    size-ordered indices under ``numpy_seed(seed + epoch)``, epoch being the one the
+    iterator is created in) and keeps those batches for every later epoch, only
+    shuffling their order with the epoch. An uninterrupted run creates its iterator in
+    epoch 1; a run resumed in epoch 3 would create it there and train on other batches
+    from then on. The epoch the iterator starts in is the checkpoint's all the same
+    (fairseq's load_state_dict sets it after creation).
+    """
+    dataset._hubert_dvc_crop_seed = int(kwargs.get("seed", 1))
+    if "epoch" in kwargs:
+        kwargs["epoch"] = 1
+    return _get_batch_iterator(self, dataset, *args, **kwargs)
+
+
+def set_epoch(self, epoch: int) -> None:
+    self._hubert_dvc_epoch = int(epoch)
+
+
+_collater = hubert_dataset.HubertDataset.collater
+
+
+def collater_seeding_crops(self, samples):
+    """fairseq's collater, with the batch's crops drawn from (seed, epoch, item indices)."""
+    ids = [int(s["id"]) for s in samples if s["source"] is not None]
+    entropy = [getattr(self, "_hubert_dvc_crop_seed", 0), getattr(self, "_hubert_dvc_epoch", 0), *ids]
+    self._hubert_dvc_crop_rng = np.random.default_rng(entropy)
+    return _collater(self, samples)
+
+
+_crop_to_max_size = hubert_dataset.HubertDataset.crop_to_max_size
+
+
+def crop_to_max_size_seeded(self, wav, target_size):
+    """fairseq's random crop, drawn from the batch's generator instead of numpy's global one."""
+    diff = len(wav) - target_size
+    rng = getattr(self, "_hubert_dvc_crop_rng", None)
+    if diff <= 0 or not self.random_crop or rng is None:
+        return _crop_to_max_size(self, wav, target_size)
+    start = int(rng.integers(0, diff + 1))
+    return wav[start:start + target_size], start
+
+
+if not getattr(fairseq_trainer.Trainer, "_hubert_dvc_seeded", False):
+    fairseq_trainer.Trainer._set_seed = set_seed_with_numpy
+    FairseqTask.get_batch_iterator = get_batch_iterator_seeding_crops
+    hubert_dataset.HubertDataset.set_epoch = set_epoch
+    hubert_dataset.HubertDataset.collater = collater_seeding_crops
+    hubert_dataset.HubertDataset.crop_to_max_size = crop_to_max_size_seeded
+    fairseq_trainer.Trainer._hubert_dvc_seeded = True
+
+# ---------------------------------------------------------------- 3. all_gather_list on the CPU
 _all_gather_list = distributed_utils.all_gather_list
 
 
