@@ -6,6 +6,10 @@ pretraining list, as fairseq manifests.
 
 Writes out/{train,valid,test,finetune}.{tsv,lang,wrd}; train is the balanced
 pretraining list. The tsv root line is --corpus as given (keep it relative).
+Checks every utterance's length against what the training stages admit
+(finetune.batch.max_tokens, fine-tuning's masking, pretrain.batch.min_sample_size)
+before any training starts: balance.length_policy skip counts them in --metrics
+(lengths), refuse stops here naming them (hubert/balance/lengths.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import json
 import sys
 from pathlib import Path
 
+from hubert.balance.lengths import Item, check_splits, limits_of, skipped_total
 from hubert.balance.metrics import balance_metrics
 from hubert.balance.splits import BalanceConfig, balance_corpus, speaker_warning, write_manifests
 from hubert.corpus.records import read_manifest
+from hubert.finetune.params import finetune_params
 from hubert.params import from_dict, load_section
+from hubert.pretrain.params import ITERATIONS, iteration_params
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,8 +43,20 @@ def main(argv: list[str] | None = None) -> dict:
     if warning:
         print(warning, file=sys.stderr)
     splits, pretrain = balance_corpus(utts, cfg, sample_rate)
+    # before anything is written: with length_policy refuse, a length no training stage admits stops here
+    ft = finetune_params(load_section(args.params, "finetune"))
+    pretrain_section = load_section(args.params, "pretrain")
+    limits = limits_of(ft.batch.max_tokens, ft.model.apply_mask, ft.model.mask_prob, ft.model.mask_length,
+                       [iteration_params(pretrain_section, it).batch.min_sample_size for it in ITERATIONS])
+    items = {split: [Item(f"{args.corpus.as_posix()}/{u.path}", u.num_samples, u.lang) for u in us]
+             for split, us in splits.items()}
+    lengths = check_splits(items, limits, cfg.length_policy, sample_rate)
     write_manifests(args.out, args.corpus.as_posix(), splits, pretrain)
     metrics = balance_metrics(splits, pretrain, cfg.alpha, sample_rate)
+    metrics["lengths"] = lengths
+    skipped = skipped_total(lengths)
+    print(f"balance: utterances {lengths['shortest_s']}-{lengths['longest_s']} s; outside a training stage's "
+          f"limits (balance.length_policy={cfg.length_policy}, left out of that stage only): {skipped or 'none'}")
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"balance: pretraining proportions {metrics['pretrain']['proportion_effective']} "

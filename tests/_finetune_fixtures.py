@@ -65,7 +65,8 @@ def make_finetune_clone(root: Path, corpus: Path, manifests: Path, pretrained: P
     shutil.copy(pretrained, data / "pretrain" / "iter1" / "checkpoint.pt")
     (root / "params.yaml").write_text(compose_params(["profile=tiny", *VARIANT_OVERRIDES, *(overrides or [])]),
                                       encoding="utf-8")
-    letters_stage.main(["--manifests", str(data / "manifests"), "--out", str(data / "letters"),
+    letters_stage.main(["--params", str(root / "params.yaml"), "--manifests", str(data / "manifests"),
+                        "--out", str(data / "letters"),
                         "--metrics", str(root / "metrics" / "letters.json")])
     return root
 

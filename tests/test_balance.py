@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -200,3 +201,13 @@ def test_balance_metrics_numbers():
         assert p == pytest.approx(m["pretrain"]["proportion_target"][lang], abs=0.05)
     assert m["speakers"]["valid"] == {"en": 1, "zh": 1} and m["speakers"]["train"] == {"en": 3, "zh": 2}
     assert m["utterances"]["test"] == {"en": 6, "zh": 3} and m["pretrain"]["utterances"] == len(pretrain)
+
+
+def test_the_finetuning_subset_is_drawn_from_transcribed_speech_only():
+    """Untranscribed speech (corpus.imports[].transcripts optional) is pretrained on, never fine-tuned on."""
+    spoken = utts("en", 6, 10) + [replace(u, id=u.id + "_raw", text="") for u in utts("en", 6, 10)]
+    cfg = BalanceConfig(valid_speakers=1, test_speakers=1, finetune_fraction=0.5)
+    splits = split_by_speaker(spoken, cfg)
+    assert any(not u.text for u in splits["train"])
+    assert splits["finetune"] and all(u.text for u in splits["finetune"])
+    assert len(splits["finetune"]) == round(0.5 * sum(1 for u in splits["train"] if u.text))

@@ -121,6 +121,22 @@ def mixed_batch(tmp_path, make_wav):
     return manifest, rows
 
 
+def test_untranscribed_speech_is_kept_for_pretraining_when_its_import_says_transcripts_optional(mixed_batch,
+                                                                                                tmp_path):
+    manifest, rows = mixed_batch
+    kept, rejected = build(manifest_candidates(manifest), tmp_path / "strict")
+    (missing,) = [j for j in rejected if j.reason == MISSING_TRANSCRIPT]
+    assert "transcripts: optional" in missing.detail  # the message names the way to keep it
+    spec = import_spec({"format": "manifest", "root": str(manifest), "transcripts": "optional"})
+    kept, rejected = build(import_candidates(spec), tmp_path / "optional")
+    assert by_id(kept)["notext"].text == "" and by_id(kept)["good_en"].text == "hello there world"
+    reasons = {j.id: j.reason for j in rejected}
+    assert "notext" not in reasons and reasons["emptytext"] == EMPTY_TRANSCRIPT  # text that says nothing: an error
+    assert len(kept) == 1 + len([r for r in rows if r[5] is None])
+    with pytest.raises(ValueError, match="transcripts 'sometimes' is not required or optional"):
+        import_spec({"format": "manifest", "root": str(manifest), "transcripts": "sometimes"})
+
+
 def test_every_bad_kind_is_rejected_and_nothing_valid_lost(mixed_batch, tmp_path):
     manifest, rows = mixed_batch
     out = tmp_path / "out"

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hubert.balance.lengths import LengthError, finetune_min_samples
 from hubert.finetune import letters
 from hubert.finetune.letters import (
     UNK_TEXT,
@@ -23,6 +24,8 @@ from hubert.finetune.letters import (
 )
 from tests.testdata import non_numeric_leaves
 
+# the tiny profile's limits: finetune.batch.max_tokens, and the shortest its masking (0.75, 10) can draw in
+TINY = {"longest": 100000, "shortest": finetune_min_samples(True, 0.75, 10)}
 HAN = "\u4e00-\u9fff"
 UNKNOWN_HAN = "齉"  # U+9F49: a Han character no tiny transcript uses
 
@@ -142,7 +145,7 @@ def _lines(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def stage(tiny_manifests, tmp_path_factory):
     out = tmp_path_factory.mktemp("letters") / "letters"
-    return out, write_letters(tiny_manifests, out)
+    return out, write_letters(tiny_manifests, out, **TINY)
 
 
 def test_letters_files_are_line_aligned(stage, tiny_manifests):
@@ -227,7 +230,7 @@ def test_empty_finetune_split_is_refused(manifests, tmp_path):
     _write(manifests / "finetune.wrd", [])
     _write(manifests / "finetune.lang", [])
     with pytest.raises(ValueError, match=r"finetune\.tsv[\s\S]*balance\.finetune_fraction"):
-        write_letters(manifests, tmp_path / "letters")
+        write_letters(manifests, tmp_path / "letters", **TINY)
 
 
 def test_unknown_only_test_transcript_is_skipped(manifests, tmp_path):
@@ -236,7 +239,7 @@ def test_unknown_only_test_transcript_is_skipped(manifests, tmp_path):
     texts[first_zh] = UNKNOWN_HAN * 2
     _write(manifests / "test.wrd", texts)
     out = tmp_path / "letters"
-    metrics = write_letters(manifests, out)
+    metrics = write_letters(manifests, out, **TINY)
     zh, en = metrics["splits"]["test"]["zh"], metrics["splits"]["test"]["en"]
     n_zh = langs.count("zh")
     assert (zh["utterances"], zh["kept"], zh["skipped_unknown_only"], zh["skipped_empty"]) == (n_zh, n_zh - 1, 1, 0)
@@ -258,7 +261,7 @@ def test_one_unknown_character_is_kept_as_unk(manifests, tmp_path):
     texts[first_zh] = known[0] + UNKNOWN_HAN + known[2:]
     _write(manifests / "test.wrd", texts)
     out = tmp_path / "letters"
-    metrics = write_letters(manifests, out)
+    metrics = write_letters(manifests, out, **TINY)
     zh = metrics["splits"]["test"]["zh"]
     assert (zh["kept"], zh["skipped_unknown_only"], zh["unk_tokens"]) == (langs.count("zh"), 0, 1)
     assert zh["unk_rate"] == pytest.approx(1 / sum(len(t.replace(" ", "")) for t, lng in zip(texts, langs)
@@ -272,9 +275,59 @@ def test_one_unknown_character_is_kept_as_unk(manifests, tmp_path):
 def test_side_file_shorter_than_manifest_is_refused(manifests, tmp_path):
     _write(manifests / "valid.wrd", _lines(manifests / "valid.wrd")[:-1])
     with pytest.raises(ValueError, match=r"valid\.tsv, \.wrd and \.lang[\s\S]*dvc repro -f balance"):
-        write_letters(manifests, tmp_path / "letters")
+        write_letters(manifests, tmp_path / "letters", **TINY)
 
 
 def test_module_constants():
     assert letters.BOUNDARY == "|" and letters.UNK == "<unk>"
     assert letters.lid_token("zh") == "<zh>"
+
+
+# ---------------------------------------------------------------- lengths
+def _set_lengths(manifests: Path, split: str, lengths: dict[int, int]) -> list[str]:
+    """Give rows of ``split``.tsv other sample counts; returns the rows as they are now."""
+    lines = _lines(manifests / f"{split}.tsv")
+    for i, n in lengths.items():
+        rel = lines[1 + i].split("\t")[0]
+        lines[1 + i] = f"{rel}\t{n}"
+    _write(manifests / f"{split}.tsv", lines)
+    return lines[1:]
+
+
+def test_utterances_beyond_finetunings_limits_are_skipped_and_counted(manifests, tmp_path):
+    """A fine-tuning utterance longer than max_tokens would stop fairseq; a valid one fairseq drops
+    without a word; one shorter than the masking minimum fails its masks. Each is left out and
+    counted; test utterances of any length are kept (evaluate decodes them one at a time)."""
+    langs = {s: _lines(manifests / f"{s}.lang") for s in SPLITS}
+    ft = _set_lengths(manifests, "finetune", {0: 100001, 1: TINY["shortest"] - 1})
+    valid = _set_lengths(manifests, "valid", {0: 560000})
+    _set_lengths(manifests, "test", {0: 560000, 1: 100})
+    out = tmp_path / "letters"
+    metrics = write_letters(manifests, out, **TINY)
+    count = {s: {k: sum(per[k] for per in metrics["splits"][s].values()) for k in
+                 ("utterances", "kept", "skipped_too_long", "skipped_too_short")} for s in SPLITS}
+    n = {s: len(langs[s]) for s in SPLITS}
+    assert count["finetune"] == {"utterances": n["finetune"], "kept": n["finetune"] - 2, "skipped_too_long": 1,
+                                 "skipped_too_short": 1}
+    assert metrics["splits"]["finetune"][langs["finetune"][0]]["skipped_too_long"] == 1
+    assert count["valid"] == {"utterances": n["valid"], "kept": n["valid"] - 1, "skipped_too_long": 1,
+                              "skipped_too_short": 0}
+    assert count["test"]["kept"] == n["test"] and len(_lines(out / "test.tsv")) - 1 == n["test"]
+    kept = _lines(out / "finetune.tsv")[1:]
+    assert ft[0] not in kept and ft[1] not in kept and kept == ft[2:]  # nothing else lost, order kept
+    assert valid[0] not in _lines(out / "valid.tsv") and len(_lines(out / "valid.ltr")) == n["valid"] - 1
+    for ext in SIDE:
+        assert len(_lines(out / f"finetune.{ext}")) == n["finetune"] - 2
+
+
+def test_utterances_beyond_finetunings_limits_are_refused_under_refuse(manifests, tmp_path):
+    _set_lengths(manifests, "finetune", {0: 100001, 1: 250000})
+    with pytest.raises(LengthError) as err:
+        write_letters(manifests, tmp_path / "letters", **TINY, policy="refuse")
+    message = str(err.value)
+    assert "2 fine-tuning finetune utterance(s) longer than 100000 samples (6.25 s)" in message
+    named = message.split("(6.25 s): ", 1)[1]
+    assert named.index("(15.62 s)") < named.index("(6.25 s)")  # the longest first, each with its file
+    assert named.startswith(_lines(manifests / "finetune.tsv")[0] + "/")
+    assert "finetune.batch.max_tokens" in message and "balance.length_policy=skip" in message
+    assert not (tmp_path / "letters").exists()  # refused before anything was written

@@ -29,8 +29,13 @@ class BalanceConfig:
     test_fraction_without_speakers: float = 0.05
     finetune_fraction: float = 0.25
     alpha: float = 0.5
+    # utterances outside a training stage's length limits: skip (and count) or refuse (hubert/balance/lengths.py)
+    length_policy: str = "skip"
 
     def __post_init__(self) -> None:
+        if self.length_policy not in ("skip", "refuse"):
+            raise ValueError(f"balance.length_policy={self.length_policy!r}: skip (leave such utterances out of the "
+                             "stage they do not fit, and count them) or refuse (stop at once, naming them)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"balance.alpha={self.alpha} must be in [0, 1] (1 natural, 0 uniform)")
         if not 0.0 < self.finetune_fraction <= 1.0:
@@ -86,7 +91,8 @@ def split_by_speaker(utts: list[Utterance], cfg: BalanceConfig) -> dict[str, lis
             where[i] = "test" if rank < n_test_anon else "valid" if rank < n_test_anon + n_valid_anon else "train"
         for name in SPLIT_NAMES:
             splits[name] += [u for u, w in zip(group, where) if w == name]
-        train = [u for u, w in zip(group, where) if w == "train"]
+        # the labelled subset: transcribed speech only (corpus.imports[].transcripts optional keeps the rest)
+        train = [u for u, w in zip(group, where) if w == "train" and u.text]
         if train:
             k = max(1, round(cfg.finetune_fraction * len(train)))
             chosen = set(random.Random(_lang_seed(cfg.seed, lang, 2)).sample(range(len(train)), k))

@@ -90,11 +90,12 @@ def build_corpus(candidates: Iterable[Candidate], out_dir: str | Path, cfg: Buil
             reject(c, OUTSIDE_ROOT, f"{c.source}: id {c.id!r} / speaker {c.speaker!r} would write {rel} outside "
                                     f"the corpus; remove '..' and leading '/' from them")
             continue
-        if c.text is None:
-            reject(c, MISSING_TRANSCRIPT, f"{c.source}: no transcript for {c.id}; add it to the transcript file")
+        if c.text is None and not c.transcript_optional:
+            reject(c, MISSING_TRANSCRIPT, f"{c.source}: no transcript for {c.id}; add it to the transcript file, "
+                                          "or set transcripts: optional on its corpus.imports entry to pretrain on it")
             continue
-        text = normalize(c.lang, c.text)
-        if not text:
+        text = normalize(c.lang, c.text) if c.text is not None else ""
+        if not text and c.text is not None:
             reject(c, EMPTY_TRANSCRIPT, f"{c.source}: transcript {c.text!r} has no {c.lang} words after normalisation")
             continue
         try:

@@ -164,7 +164,11 @@ class ImportSpec:
     manifest's split column) to ours, e.g. {train: train, dev: valid, test: test};
     unmapped utterances get the default speaker hold-out; copy: false references
     16 kHz mono audio where it is instead of copying it into the corpus (audio
-    that must be converted is still written there).
+    that must be converted is still written there); transcripts: required (an
+    utterance without one is rejected: a transcript file that lacks a line is
+    usually a broken corpus) or optional (untranscribed speech is kept with an
+    empty text, for pretraining only: the fine-tuning subset and the scored test
+    utterances are the transcribed ones).
     """
 
     format: str = ""
@@ -174,8 +178,12 @@ class ImportSpec:
     alignment_tier: str = "phones"
     split: str | dict | None = None
     copy: bool = True
+    transcripts: str = "required"
 
     def __post_init__(self) -> None:
+        if self.transcripts not in ("required", "optional"):
+            raise ValueError(f"corpus.imports entry for {self.root}: transcripts {self.transcripts!r} is not "
+                             "required or optional")
         if self.format not in IMPORTERS:
             raise ValueError(f"corpus.imports entry {self}: format must be one of {sorted(IMPORTERS)}")
         if not self.root:
@@ -216,6 +224,7 @@ def import_candidates(spec: ImportSpec, alignments: Alignments | None = None) ->
         subsets.add(c.subset)
         c.split = spec.split_of(c.subset)
         c.copy = spec.copy
+        c.transcript_optional = spec.transcripts == "optional"
         if alignments is not None and c.id in alignments.by_id:
             c.alignment, c.alignment_source = alignments.by_id[c.id], alignments.source[c.id]
         yield c

@@ -64,7 +64,9 @@ class Candidate:
     alignment's (phone, start, end) intervals from ``alignment_source``;
     ``subset`` is the corpus's own name for the part the utterance is in
     (LibriSpeech's dev-clean, AISHELL's dev), ``split`` ours (train, valid,
-    test); ``copy`` False references 16 kHz mono audio in place."""
+    test); ``copy`` False references 16 kHz mono audio in place;
+    ``transcript_optional`` keeps it without a transcript (text "": pretraining
+    only) instead of rejecting it."""
 
     id: str
     lang: str
@@ -83,6 +85,8 @@ class Candidate:
     subset: str | None = None
     split: str | None = None
     copy: bool = True
+    # corpus.imports[].transcripts optional: without a transcript it is kept, for pretraining only
+    transcript_optional: bool = False
     # why the synthesiser's phones could not become an alignment (the utterance is kept without one)
     alignment_problem: str | None = None
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubert.balance.lengths import ADMIT_FINETUNE_LONG, ADMIT_FINETUNE_SHORT, Item, LengthError, refusal
 from hubert.fairseq.formats import dict_file, label_file, read_tsv, write_dict, write_lines, write_tsv
 
 BOUNDARY = "|"
@@ -128,12 +129,18 @@ class SplitCount:
     kept: int = 0
     skipped_empty: int = 0
     skipped_unknown_only: int = 0
+    skipped_too_long: int = 0
+    skipped_too_short: int = 0
     tokens: int = 0
     unk_tokens: int = 0
 
+    def skipped(self) -> int:
+        return self.skipped_empty + self.skipped_unknown_only + self.skipped_too_long + self.skipped_too_short
+
     def as_metrics(self) -> dict[str, float]:
         return {"utterances": self.utterances, "kept": self.kept, "skipped_empty": self.skipped_empty,
-                "skipped_unknown_only": self.skipped_unknown_only, "unk_tokens": self.unk_tokens,
+                "skipped_unknown_only": self.skipped_unknown_only, "skipped_too_long": self.skipped_too_long,
+                "skipped_too_short": self.skipped_too_short, "unk_tokens": self.unk_tokens,
                 "unk_rate": round(self.unk_tokens / self.tokens, 4) if self.tokens else 0.0}
 
 
@@ -148,9 +155,13 @@ class Labelled:
     counts: dict[str, SplitCount] = field(default_factory=dict)
 
 
-def label_lines(texts: list[str], langs: list[str], vocabulary: set[str]) -> Labelled:
+def label_lines(texts: list[str], langs: list[str], vocabulary: set[str],
+                outside: dict[int, str] | None = None) -> Labelled:
     """The label lines of a split: unknown tokens as ``<unk>`` (counted); an
-    utterance with no token, or none but unknown ones, is skipped (counted)."""
+    utterance with no token, or none but unknown ones, is skipped (counted), and so
+    is one that ``outside`` names (index -> ``too_long`` | ``too_short``: beyond
+    fine-tuning's length limits, :mod:`hubert.balance.lengths`)."""
+    outside = outside or {}
     out = Labelled()
     for i, (text, lang) in enumerate(zip(texts, langs)):
         count = out.counts.setdefault(lang, SplitCount())
@@ -166,6 +177,9 @@ def label_lines(texts: list[str], langs: list[str], vocabulary: set[str]) -> Lab
         if all(t in (UNK, BOUNDARY) for t in mapped):
             count.skipped_unknown_only += 1
             continue
+        if i in outside:
+            setattr(count, f"skipped_{outside[i]}", getattr(count, f"skipped_{outside[i]}") + 1)
+            continue
         count.kept += 1
         out.keep.append(i)
         out.ltr.append(" ".join(mapped))
@@ -177,19 +191,37 @@ def label_lines(texts: list[str], langs: list[str], vocabulary: set[str]) -> Lab
 SPLITS = ("finetune", "valid", "test")
 
 
-def write_letters(manifests: str | Path, out: str | Path) -> dict:
+def write_letters(manifests: str | Path, out: str | Path, *, longest: int, shortest: int, policy: str = "skip",
+                  sample_rate: int = 16000) -> dict:
     """The letters stage: the vocabulary of ``manifests/finetune.wrd``, and for each of
     finetune, valid and test (all languages, then ``{split}_{lang}``) the manifest,
     ``.wrd``, ``.lang``, ``.ltr`` and ``.lidltr`` of the utterances that have a
-    target. Returns the metrics (vocabulary size, per split and language: kept,
-    skipped, unknown-token rate)."""
+    target and, for finetune and valid, lie within fine-tuning's length limits
+    (``shortest`` to ``longest`` samples; outside them: skipped and counted, or refused under ``policy``
+    refuse). Test utterances are all kept: evaluate decodes any length. Returns the
+    metrics (vocabulary size, per split and language: kept, skipped by reason,
+    unknown-token rate)."""
     manifests, out = Path(manifests), Path(out)
     sources = {split: read_split(manifests, split) for split in SPLITS}
+    outside: dict[str, dict[int, str]] = {"test": {}}
+    for split in ("finetune", "valid"):
+        root, rows, _, langs = sources[split]
+        items = [Item(f"{root}/{rel}", n, lang) for (rel, n), lang in zip(rows, langs)]
+        problem = refusal(items, f"fine-tuning {split}", longest=longest, shortest=shortest,
+                          sample_rate=sample_rate, admit_long=ADMIT_FINETUNE_LONG, admit_short=ADMIT_FINETUNE_SHORT)
+        if policy == "refuse" and problem:
+            raise LengthError(f"balance.length_policy=refuse: {problem}")
+        outside[split] = {i: "too_long" if it.num_samples > longest else "too_short"
+                          for i, it in enumerate(items) if not shortest <= it.num_samples <= longest}
     root, rows, texts, langs = sources["finetune"]
     if not rows:
         raise ValueError(f"{manifests / 'finetune.tsv'} lists no utterance: nothing to fine-tune on; raise "
                          "balance.finetune_fraction or give the corpus transcribed training speech")
-    counts = build_vocabulary(texts)
+    if len(outside["finetune"]) == len(rows):
+        raise ValueError(f"all {len(rows)} utterances of {manifests / 'finetune.tsv'} lie outside fine-tuning's length "
+                         f"limits ({shortest}-{longest} samples): {ADMIT_FINETUNE_LONG}")
+    # the tokens fine-tuning trains on: those of the utterances it keeps
+    counts = build_vocabulary(t for i, t in enumerate(texts) if i not in outside["finetune"])
     # the word boundary even when the fine-tuning text has no English: else every English
     # boundary elsewhere would become <unk>
     counts.setdefault(BOUNDARY, 0)
@@ -202,7 +234,7 @@ def write_letters(manifests: str | Path, out: str | Path) -> dict:
                                     "latin": sum(not is_han(t) and t != BOUNDARY for t in counts)},
                      "splits": {}}
     for split, (root, rows, texts, langs) in sources.items():
-        done = label_lines(texts, langs, vocabulary)
+        done = label_lines(texts, langs, vocabulary, outside[split])
         metrics["splits"][split] = {lang: c.as_metrics() for lang, c in sorted(done.counts.items())}
         pos = {i: n for n, i in enumerate(done.keep)}
         for lang in [None, *sorted(set(langs))]:

@@ -208,6 +208,39 @@ def balance_findings(balance: dict) -> list[Finding]:
     return [Finding("balance", f"pretraining hours after balancing: {shares} (before: {was})", False, "balance")]
 
 
+def length_findings(balance: dict, letters: dict | None) -> list[Finding]:
+    """What the length limits of the training stages left out (balance.length_policy skip):
+    fine-tuning's utterances from the letters stage, pretraining's from the balance stage."""
+    lengths = balance.get("lengths")
+    if not lengths:
+        return []
+    limits = lengths["limits_s"]
+    span = f"the corpus's utterances run {lengths['shortest_s']:.2f}-{lengths['longest_s']:.2f} s"
+    parts = []
+    splits = (letters or {}).get("splits", {})
+    for split, name in (("finetune", "fine-tuning"), ("valid", "validation")):
+        per = splits.get(split, {})
+        long, short = (sum(c.get(f"skipped_{k}", 0) for c in per.values()) for k in ("too_long", "too_short"))
+        if long:
+            parts.append(f"{long} {name} utterance(s) longer than finetune.batch.max_tokens "
+                         f"({limits['finetune_max']:.2f} s)")
+        if short:
+            parts.append(f"{short} {name} utterance(s) shorter than fine-tuning's masking needs "
+                         f"({limits['finetune_min']:.2f} s)")
+    pretrain_short = {s: sum(lengths[f"pretrain_{s}"]["too_short"].values()) for s in ("train", "valid")}
+    if any(pretrain_short.values()):
+        parts.append(f"{pretrain_short['train']} train and {pretrain_short['valid']} valid utterance(s) shorter "
+                     f"than pretrain.batch.min_sample_size ({limits['pretrain_min']:.2f} s), left out of pretraining")
+    long_tests = sum(lengths["test_decoded_longer_than_max_tokens"].values())
+    tested = f"; the test set is decoded whole ({long_tests} utterance(s) longer than max_tokens)" if long_tests \
+        else ""
+    if not parts:
+        return [Finding("lengths", f"every utterance is within the training stages' length limits ({span}){tested}",
+                        False, "lengths")]
+    return [Finding("lengths", f"left out by balance.length_policy=skip: {'; '.join(parts)} ({span}){tested}; "
+                               "raise the limits to admit them", True, "utterances_left_out")]
+
+
 # ---------------------------------------------------------------- labels
 def label_findings(labels: dict[int, dict], layers: dict | None) -> list[Finding]:
     """Label quality per iteration (PNMI against its shuffled floor), the layer sweep

@@ -27,6 +27,7 @@ from hubert.report.findings import (
     batch_findings,
     downstream_findings,
     label_findings,
+    length_findings,
     pretrain_findings,
 )
 
@@ -167,6 +168,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
     balance = _read(metrics / "balance.json")
     if balance is not None:
         findings += balance_findings(balance)
+        findings += length_findings(balance, _read(metrics / "letters.json"))
 
     body = (f"Profile: {profile or 'unknown'}. Every statement below is computed from this run's own metrics "
             "(`metrics/`, `dvclive/`).\n\n## What this run says\n\n" + findings_markdown(findings)
