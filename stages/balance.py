@@ -19,13 +19,11 @@ import json
 import sys
 from pathlib import Path
 
-from hubert.balance.lengths import Item, check_splits, limits_of, skipped_total
+from hubert.balance.lengths import Item, check_splits, limits_of_sections, skipped_total
 from hubert.balance.metrics import balance_metrics
 from hubert.balance.splits import BalanceConfig, balance_corpus, speaker_warning, write_manifests
 from hubert.corpus.records import read_manifest
-from hubert.finetune.params import finetune_params
 from hubert.params import from_dict, load_section
-from hubert.pretrain.params import ITERATIONS, iteration_params
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,10 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(warning, file=sys.stderr)
     splits, pretrain = balance_corpus(utts, cfg, sample_rate)
     # before anything is written: with length_policy refuse, a length no training stage admits stops here
-    ft = finetune_params(load_section(args.params, "finetune"))
-    pretrain_section = load_section(args.params, "pretrain")
-    limits = limits_of(ft.batch.max_tokens, ft.model.apply_mask, ft.model.mask_prob, ft.model.mask_length,
-                       [iteration_params(pretrain_section, it).batch.min_sample_size for it in ITERATIONS])
+    limits = limits_of_sections(load_section(args.params, "finetune"), load_section(args.params, "pretrain"))
     items = {split: [Item(f"{args.corpus.as_posix()}/{u.path}", u.num_samples, u.lang) for u in us]
              for split, us in splits.items()}
     lengths = check_splits(items, limits, cfg.length_policy, sample_rate)

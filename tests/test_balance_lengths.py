@@ -14,6 +14,7 @@ from hubert.balance.lengths import (
     Limits,
     check_splits,
     finetune_min_samples,
+    limits_of_sections,
     skipped_total,
 )
 from hubert.labels.hubert_layers import conv_frames
@@ -111,3 +112,24 @@ def test_the_balance_stage_refuses_before_writing_anything(tmp_path, tiny_corpus
     assert not (tmp_path / "manifests").exists() and not (tmp_path / "balance.json").exists()
     with pytest.raises(ValueError, match="balance.length_policy='sometimes'"):
         balance(tmp_path, tiny_corpus, "balance.length_policy=sometimes")
+
+
+@pytest.mark.parametrize("profile, finetune_long, pretrain_short", [
+    ("tiny", 3, 1), ("demo", 1, 1), ("demo-realistic", 1, 1), ("base", 0, 2)])
+def test_real_lengths_on_every_profile(profile, finetune_long, pretrain_short):
+    """0.5 s to 35.8 s (LibriSpeech runs to 35 s) against each profile's composed limits: what is
+    too long for fine-tuning (tiny 6.25 s, demo 20 s, base 200 s) or too short for pretraining
+    (1 s, base 2 s) is decided and counted here, never a crash after pretraining."""
+    import yaml
+
+    params = yaml.safe_load(compose(REPO / "params", [f"profile={profile}"]))
+    limits = limits_of_sections(params["finetune"], params["pretrain"])
+    seconds = [0.5, 1.5, 7.1, 11.9, 35.8]
+    items = [Item(f"u{i}.flac", int(s * 16000), "en") for i, s in enumerate(seconds)]
+    counts = check_splits({"train": items, "valid": items, "test": items, "finetune": items}, limits,
+                          params["balance"]["length_policy"], 16000)
+    assert params["balance"]["length_policy"] == "skip"  # the safe default everywhere
+    assert counts["finetune"] == {"too_long": {"en": finetune_long}, "too_short": {"en": 0}}
+    assert counts["finetune_valid"] == counts["finetune"]
+    assert counts["pretrain_train"]["too_short"]["en"] == pretrain_short
+    assert counts["test_decoded_longer_than_max_tokens"]["en"] == finetune_long  # decoded all the same

@@ -64,6 +64,16 @@ def limits_of(finetune_batch_max_tokens: int, apply_mask: bool, mask_prob: float
                   pretrain_min=max(pretrain_min_sample_sizes))
 
 
+def limits_of_sections(finetune: dict, pretrain: dict) -> Limits:
+    """The limits of params.yaml's finetune and pretrain sections (both iterations' batches)."""
+    from hubert.finetune.params import finetune_params
+    from hubert.pretrain.params import ITERATIONS, iteration_params
+
+    ft = finetune_params(finetune)
+    return limits_of(ft.batch.max_tokens, ft.model.apply_mask, ft.model.mask_prob, ft.model.mask_length,
+                     [iteration_params(pretrain, it).batch.min_sample_size for it in ITERATIONS])
+
+
 def finetune_min_samples(apply_mask: bool, mask_prob: float, mask_length: int) -> int:
     """The shortest utterance fine-tuning's time masking can draw its spans in.
 
