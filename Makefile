@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q $(PREREQS)
 	$(BIN)/pip install -q --no-build-isolation $(FAIRSEQ)
-	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev,hf]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,11 +1,13 @@
 """Stage report: the run's answers in words and figures.
 
-    python stages/report.py --params params.yaml --metrics metrics --live dvclive --out data/report
+    python stages/report.py --params params.yaml --metrics metrics --live dvclive --export data/export \
+        --out data/report
 
 Reads every metrics file and the pretraining curves (DVCLive), and
 pretrain.hardware only to say whether the batch's processes are GPUs; writes
 out/index.md with its PNG figures and out/index.html (the same page, one
-self-contained file), and prints the flags. A stage that has not run is named
+self-contained file), and prints the flags. --export names the exported
+transformers folders (stage export) on the page. A stage that has not run is named
 on the page instead of its section.
 """
 
@@ -24,13 +26,14 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--live", type=Path, required=True)
+    parser.add_argument("--export", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
     on_gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus > 0 for it in ("iter1", "iter2")}
     findings = pipeline_report(args.metrics, args.live, args.out, on_gpus,
-                               profile=str(params.get("profile_name", "")))
+                               profile=str(params.get("profile_name", "")), export=args.export)
     flags = [f for f in findings if f.flag]
     for f in flags:
         print(f"report: FLAG {f.topic}: {f.text}")

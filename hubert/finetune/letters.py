@@ -44,6 +44,10 @@ def lid_token(lang: str) -> str:
     return f"<{lang}>"
 
 
+def is_lid_token(symbol: str) -> bool:
+    return bool(_LID.match(symbol))
+
+
 # (first, last) code points of the Han blocks. Extensions B+ are left out: the corpus
 # stage's normalisation keeps only these, and no corpus here uses the others.
 HAN_RANGES: tuple[tuple[int, int], ...] = (

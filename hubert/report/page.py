@@ -83,8 +83,27 @@ def write_page(out: Path, title: str, body: str) -> None:
 
 
 # ---------------------------------------------------------------- this pipeline's run
+def export_markdown(export: Path | None, measured: dict | None) -> str:
+    """The exported transformers folders (stage export), each with the class that loads it and
+    its measured difference from fairseq."""
+    if export is None or measured is None:
+        return _not_run("export", Path("metrics/export.json"))
+    rows = []
+    for it, m in sorted(measured.get("pretrain", {}).items()):
+        rows.append([f"`{(export / 'pretrain' / it).as_posix()}`", "HubertModel",
+                     f"{m['max_abs_diff']:.1e} (every layer's hidden states)"])
+    for name, m in sorted(measured.get("finetune", {}).items()):
+        rows.append([f"`{(export / 'finetune' / name).as_posix()}`", "HubertForCTC + Wav2Vec2Processor",
+                     f"{m['logits_max_abs_diff']:.1e} (logits); greedy output "
+                     f"{'equal' if m['greedy_equal'] else 'DIFFERENT'}"])
+    return (_table(["folder", "transformers class", f"max difference from fairseq ({measured['probe_seconds']} s "
+                                                    "test utterance)"], rows)
+            + "\nLoad one with `HubertModel.from_pretrained(folder)` (or `HubertForCTC` and "
+              "`Wav2Vec2Processor`).\n")
+
+
 def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, bool],
-                    profile: str = "") -> list[Finding]:
+                    profile: str = "", export: Path | None = None) -> list[Finding]:
     """Write the report of this pipeline's run into ``out``; returns its findings.
     ``on_gpus``: whether each pretraining iteration ran on GPUs. A stage that has not run is
     said so on the page."""
@@ -179,6 +198,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
             + "\n## Labels\n\nPNMI: the share of the phone's information that the unit carries (frame-level "
               "alignments of the held-out valid voices).\n\n" + label_md
             + "\n## Downstream (CTC fine-tuning, held-out voices)\n\n" + down
+            + "\n## Models for Hugging Face transformers\n\n" + export_markdown(export, _read(metrics / "export.json"))
             + "\n## Sources\n\n" + "\n".join(SOURCES) + "\n")
     write_page(out, "HuBERT run report", body)
     return findings
