@@ -165,7 +165,7 @@ def test_the_exported_ctc_models_transcribe_the_test_utterances_as_evaluate_did(
             ids = logits.argmax(-1).tolist()
             # the greedy transcript, in the letter vocabulary, exactly the evaluate stage's
             tokens = processor.tokenizer.convert_ids_to_tokens(collapse(ids))
-            assert text_of(tokens) == r["hyp"], (variant, r["id"])
+            assert text_of(tokens) == (r["hyp"], r["lid"]), (variant, r["id"])
             # and transformers' own decoding, up to the spaces at unmarked script switches
             decoded = as_evaluate_writes(processor.decode(ids))
             assert without_switch_spaces(decoded) == without_switch_spaces(r["hyp"]), (variant, r["id"])

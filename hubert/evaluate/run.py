@@ -35,7 +35,7 @@ from hubert.evaluate.scoring import (
     paired_bootstrap,
     utterance_errors,
 )
-from hubert.fairseq.formats import dict_file, read_dict, read_tsv
+from hubert.fairseq.formats import check_vocabulary, dict_file, read_tsv
 from hubert.finetune.letters import UNK_TEXT, text_of
 from hubert.finetune.params import Variant
 from hubert.params import from_dict
@@ -249,9 +249,9 @@ def evaluate(p: EvaluateParams, declared: dict[str, Variant], *, finetuned: str 
             raise FileNotFoundError(f"{checkpoint} does not exist: run its stage first (dvc repro finetune@{name})")
         decoder = Decoder(checkpoint)
         vocabulary = dict_file(letters, "lidltr" if variant.lid else "ltr")
-        if decoder.symbols[decoder.nspecial:] != read_dict(vocabulary):
-            raise ValueError(f"{checkpoint} outputs another vocabulary than {vocabulary} (e.g. a model fine-tuned "
-                             f"before the letters stage changed): re-run it (dvc repro finetune@{name})")
+        check_vocabulary(decoder.symbols[decoder.nspecial:], vocabulary, checkpoint,
+                         f"e.g. a model fine-tuned before the letters stage changed: re-run it (dvc repro "
+                         f"finetune@{name})")
         langs = set(variant.languages)
         mine = [it for it in items if it.lang in langs or (it.lang == "mix" and {"en", "zh"} <= langs)]
         start, rows = time.monotonic(), []

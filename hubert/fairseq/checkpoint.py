@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,30 +100,44 @@ def _dictionaries_from_weights(state: dict[str, Any], n_label_sets: int, path: P
     return [d]
 
 
+def read_checkpoint(path: str | Path, model_name: str, needs: str) -> tuple[dict[str, Any], Any]:
+    """(state, cfg) of a fairseq checkpoint whose model is ``model_name``; otherwise a
+    ValueError naming the file, its model type and ``needs`` (what the caller needs)."""
+    path = Path(path)
+    state = safe_load(path)
+    cfg = _checkpoint_cfg(state, path)
+    name = cfg.model.get("_name")
+    if name != model_name:
+        raise ValueError(f"{path}: model type {name!r}; {needs}")
+    return state, cfg
+
+
+def build_model(state: dict[str, Any], cfg, task_state: dict[str, Any], device: str | torch.device = "cpu"):
+    """(model in eval mode on ``device``, task) rebuilt by fairseq from the checkpoint alone:
+    its task from cfg.task with ``task_state`` (the dictionaries), its weights strictly."""
+    from fairseq import tasks
+
+    task = tasks.setup_task(cfg.task, from_checkpoint=True)
+    task.load_state_dict(task_state)
+    model = task.build_model(cfg.model, from_checkpoint=True)
+    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+    return model.eval().to(device), task
+
+
 def load_hubert(path: str | Path, device: str | torch.device = "cpu"):
     """Load a pretrained fairseq HuBERT checkpoint (model._name == 'hubert').
 
     Returns (fairseq HubertModel in eval mode on ``device``, task cfg
     (HubertPretrainingConfig: sample_rate, normalize, label_rate, ...)).
     """
-    from fairseq import tasks
-
     path = Path(path)
-    state = safe_load(path)
-    cfg = _checkpoint_cfg(state, path)
-    name = cfg.model.get("_name")
-    if name != "hubert":
-        raise ValueError(f"{path}: model type {name!r}; layer features need a pretrained HuBERT checkpoint "
-                         "(model._name 'hubert'), e.g. the pretrain stage's checkpoint_best.pt")
-    task = tasks.setup_task(cfg.task, from_checkpoint=True)
+    state, cfg = read_checkpoint(path, "hubert", "layer features need a pretrained HuBERT checkpoint "
+                                 "(model._name 'hubert'), e.g. the pretrain stage's checkpoint_best.pt")
     task_state = state.get("task_state") or {}
-    if "dictionaries" in task_state:
-        task.load_state_dict(task_state)
-    else:
-        task.load_state_dict({"dictionaries": _dictionaries_from_weights(state, len(cfg.task.labels), path)})
-    model = task.build_model(cfg.model, from_checkpoint=True)
-    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
-    return model.eval().to(device), task.cfg
+    if "dictionaries" not in task_state:
+        task_state = {"dictionaries": _dictionaries_from_weights(state, len(cfg.task.labels), path)}
+    model, task = build_model(state, cfg, task_state, device)
+    return model, task.cfg
 
 
 def checkpoint_updates(path: str | Path) -> int:
@@ -130,14 +145,18 @@ def checkpoint_updates(path: str | Path) -> int:
     return int(safe_load(path)["optimizer_history"][-1]["num_updates"])
 
 
-def export_checkpoint(src: str | Path, dst: str | Path) -> int:
+def export_checkpoint(src: str | Path, dst: str | Path,
+                      edit: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Copy a fairseq checkpoint without its optimizer state (the model that later
-    stages and other toolkits load); returns its num_updates.
+    stages and other toolkits load); returns its num_updates. ``edit`` may change
+    the state before it is written (the finetune stage makes it portable).
 
     The trainer's meters and elapsed time go too: they are only needed to resume
     training, and without them the same training gives the same bytes.
     """
     state = safe_load(src)
+    if edit is not None:
+        edit(state)
     state.pop("last_optimizer_state", None)
     for volatile in ("metrics", "previous_training_time"):
         state.get("extra_state", {}).pop(volatile, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from hubert.fairseq.checkpoint import _checkpoint_cfg, safe_load
+from hubert.fairseq.checkpoint import build_model, read_checkpoint
 
 
 def load_finetuned(path: str | Path, device: str | torch.device = "cpu"):
@@ -22,25 +22,15 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu"):
     maps output indices to symbols, ``cfg.normalize`` says whether the waveform is
     layer-normalised first).
     """
-    from fairseq import tasks
-
     from hubert.fairseq import fixes
 
     fixes.apply()
     path = Path(path)
-    state = safe_load(path)
-    cfg = _checkpoint_cfg(state, path)
-    name = cfg.model.get("_name")
-    if name != "hubert_ctc":
-        raise ValueError(f"{path}: model type {name!r}; decoding needs a fine-tuned checkpoint (model._name "
-                         "'hubert_ctc'), e.g. the finetune stage's data/finetune/<variant>/checkpoint.pt")
+    state, cfg = read_checkpoint(path, "hubert_ctc", "decoding needs a fine-tuned checkpoint (model._name "
+                                 "'hubert_ctc'), e.g. the finetune stage's data/finetune/<variant>/checkpoint.pt")
     task_state = state.get("task_state") or {}
     if cfg.model.get("w2v_args") is None or not task_state.get("dictionaries"):
         raise ValueError(f"{path}: this fine-tuned checkpoint would re-read its pretrained checkpoint "
                          f"({cfg.model.get('w2v_path')}) on every load (fairseq stores w2v_args: null); use the one "
                          "the finetune stage exports (data/finetune/<variant>/checkpoint.pt), which loads on its own")
-    task = tasks.setup_task(cfg.task, from_checkpoint=True)
-    task.load_state_dict(task_state)
-    model = task.build_model(cfg.model, from_checkpoint=True)
-    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
-    return model.eval().to(device), task
+    return build_model(state, cfg, task_state, device)

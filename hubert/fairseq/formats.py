@@ -110,6 +110,17 @@ def write_dict(path: str | Path, counts: Iterable[int], symbols: Iterable[str] |
     write_whole(path, "".join(f"{s} {c}\n" for s, c in zip(names, counts)))
 
 
+def check_vocabulary(symbols: list[str], dictionary: str | Path, checkpoint: str | Path, fix: str) -> None:
+    """A fine-tuned checkpoint's output symbols (fairseq's specials left out) must be those of
+    ``dictionary``, in order; otherwise a ValueError naming both files, what differs and ``fix``."""
+    expected = read_dict(dictionary)
+    if symbols != expected:
+        diff = sorted(set(symbols) ^ set(expected))[:10]
+        raise ValueError(f"{checkpoint} outputs another vocabulary than {dictionary} ({len(symbols)} vs "
+                         f"{len(expected)} symbols; differing: {diff or 'the order'}): it was fine-tuned on another "
+                         f"letters stage's targets; {fix}")
+
+
 def read_dict(path: str | Path) -> list[str]:
     """Symbols of a fairseq ``dict.*.txt`` in file order; malformed or duplicate lines are errors."""
     path = Path(path)

@@ -15,15 +15,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from hubert.fairseq.checkpoint import safe_load
-from hubert.fairseq.formats import dict_file, label_file, read_dict, read_tsv, write_whole
+from hubert.fairseq.checkpoint import export_checkpoint, safe_load
+from hubert.fairseq.formats import check_vocabulary, dict_file, label_file, read_tsv, write_whole
 from hubert.fairseq.launcher import (
     NEVER_EPOCHS,
     Record,
@@ -233,23 +230,17 @@ def export_portable(src: str | Path, dst: str | Path, start: Start) -> int:
     checkpoint from ``w2v_path`` on every load, which breaks once the files move.
     The export carries the pretrained config (``cfg.model.w2v_args``) and the
     pretrained task's label dictionaries (which shape the model's label
-    embeddings) in ``task_state``; optimizer state and the trainer's meters go.
+    embeddings) in ``task_state``; optimizer state and the trainer's meters go
+    (:func:`hubert.fairseq.checkpoint.export_checkpoint`).
     """
-    state = safe_load(src)
-    state["cfg"]["model"]["w2v_args"] = start.pretrained_cfg
-    state["cfg"]["model"]["w2v_path"] = start.pretrained  # where it came from (relative): not read when loading
-    state.setdefault("task_state", {})["dictionaries"] = start.label_dictionaries
-    if state["cfg"].get("checkpoint", {}).get("finetune_from_model"):
-        state["cfg"]["checkpoint"]["finetune_from_model"] = None
-    state.pop("last_optimizer_state", None)
-    for volatile in ("metrics", "previous_training_time"):
-        state.get("extra_state", {}).pop(volatile, None)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, dst)
-    return int(state["optimizer_history"][-1]["num_updates"])
+    def portable(state: dict[str, Any]) -> None:
+        state["cfg"]["model"]["w2v_args"] = start.pretrained_cfg
+        state["cfg"]["model"]["w2v_path"] = start.pretrained  # where it came from (relative): not read when loading
+        state.setdefault("task_state", {})["dictionaries"] = start.label_dictionaries
+        if state["cfg"].get("checkpoint", {}).get("finetune_from_model"):
+            state["cfg"]["checkpoint"]["finetune_from_model"] = None
+
+    return export_checkpoint(src, dst, portable)
 
 
 def check_dictionary(checkpoint: str | Path, dictionary: str | Path) -> None:
@@ -258,14 +249,9 @@ def check_dictionary(checkpoint: str | Path, dictionary: str | Path) -> None:
     target = (state.get("task_state") or {}).get("target_dictionary")
     if target is None:
         raise ValueError(f"{checkpoint}: no target dictionary in task_state: not a fine-tuned checkpoint")
-    fairseq_specials = target.nspecial
-    stored = list(target.symbols[fairseq_specials:])
-    expected = read_dict(dictionary)
-    if stored != expected:
-        diff = sorted(set(stored) ^ set(expected))[:10]
-        raise ValueError(f"{checkpoint} was fine-tuned with another vocabulary than {dictionary} ({len(stored)} vs "
-                         f"{len(expected)} symbols; differing: {diff or 'the order'}); re-run its finetune stage "
-                         "(dvc repro) so that model and vocabulary come from the same letters stage")
+    check_vocabulary(list(target.symbols[target.nspecial:]), dictionary, checkpoint,
+                     "re-run its finetune stage (dvc repro) so that model and vocabulary come from the same letters "
+                     "stage")
 
 
 # ---------------------------------------------------------------- records and metrics
