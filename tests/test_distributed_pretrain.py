@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from hubert.fairseq.launcher import _watch, read_log
-from hubert.pretrain.config import distributed_training, launch_prefix, process_overrides
-from hubert.pretrain.params import HardwareParams, iteration_params
+from hubert.pretrain.config import launch_prefix, process_overrides
+from hubert.pretrain.params import HardwareParams, distributed_training, iteration_params
 from tests._pretrain_fixtures import compose_params, make_clone, run_stage
 
 REPO = Path(__file__).resolve().parent.parent

@@ -108,7 +108,7 @@ def test_pre_ln_and_tri_stage_reach_fairseqs_config():
     assert cfg["lr_scheduler"] == {"_name": "tri_stage", "phase_ratio": [0.05, 0.45, 0.5], "init_lr_scale": 0.01,
                                    "final_lr_scale": 0.1}
     assert config(params("demo"))["lr_scheduler"] == {"_name": "polynomial_decay", "warmup_updates": 50}
-    assert run_identity(cfg, [])["model.layer_norm_first"] == "True"  # a post-LN checkpoint is not continued
+    assert run_identity(cfg, [])["model.layer_norm_first"] == "true"  # a post-LN checkpoint is not continued
     with pytest.raises(ValueError, match="phase_ratio"):
         params("demo", "pretrain.optimization.phase_ratio=[0.5,0.5,0.5]")
     with pytest.raises(ValueError, match="lr_scheduler"):
@@ -472,6 +472,21 @@ def test_schedule_hardware_and_logging_changes_continue_from_the_checkpoint(tmp_
     decision = prepare_save_dir(save, IDENTITY, with_changes(CONFIG, **changes))
     assert decision.update == 10 and shown in decision.why
     assert (save / LAST).is_file() and set_aside_dirs(save) == []
+
+
+@pytest.mark.parametrize("override, key", [
+    ("pretrain.optimization.lr=0.0002", "optimization.lr"), ("pretrain.model.mask_prob=0.65", "model.mask_prob"),
+    ("pretrain.seed=7", "common.seed dataset.fixed_validation_seed"),
+    ("pretrain.optimization.warmup_updates=500", "lr_scheduler.warmup_updates"),
+    ("pretrain.batch.max_sample_size=48000", "task.max_sample_size")])
+def test_a_finished_run_given_another_recipe_starts_over(override, key):
+    """Only how long, where and on what hardware may change: a finished run given another learning
+    rate (or masking, seed, schedule, crop) is not reported under the new params."""
+    before, after = (run_identity(config(params("demo", *o)), []) for o in ((), (override,)))
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == set(key.split())
+    for same in ("pretrain.optimization.max_update=16000", "pretrain.hardware.num_workers=4",
+                 "pretrain.schedule.log_interval=500", "pretrain.batch.update_freq=2"):
+        assert run_identity(config(params("demo", same)), []) == before, same
 
 
 def test_precision_fp16_and_bf16_continue_each_other_but_not_fp32():

@@ -76,6 +76,30 @@ def hydra_block() -> dict[str, Any]:
             "hydra": {"run": {"dir": "."}, "output_subdir": None}}
 
 
+def common_block(seed: int, gpus: int, precision: str, cpu_autocast: bool, log_interval: int,
+                 user_dir: str) -> dict[str, Any]:
+    """fairseq's ``common`` block of every run here (pretraining and fine-tuning)."""
+    return {
+        "seed": seed,
+        "cpu": gpus == 0,
+        "fp16": precision == "fp16",
+        # on the CPU bf16 is autocast around fairseq's fp32 training (the plugin), not fairseq's bf16
+        "bf16": precision == "bf16" and not cpu_autocast,
+        "log_format": "json",
+        "log_interval": log_interval,
+        # fairseq's own log format names the logger ("| train_inner |"), which is how records are told apart
+        "reset_logging": True,
+        "user_dir": user_dir,
+    }
+
+
+def config_identity(config: dict[str, Any], continuable: tuple[str, ...]) -> dict[str, str]:
+    """Every config key that shapes the training, as run.json stores it: all but those starting
+    with one of ``continuable`` (how long, where, on what hardware, how often to log,
+    validate and save; paths, whose bytes the caller adds)."""
+    return {k: v for k, v in flatten(config).items() if not k.startswith(continuable)}
+
+
 def portable_path(path: str | Path, root: str | Path) -> str:
     """``path`` relative to ``root`` (the training working directory) when it lies
     inside it, so configs and checkpoints hold no clone-specific prefix; an

@@ -26,16 +26,24 @@ from hubert.fairseq.launcher import (
     Record,
     Run,
     TrainingError,
+    common_block,
+    config_identity,
     config_yaml,
     file_digest,
-    flatten,
     hydra_block,
     launch,
     plugin_dir,
     portable_path,
 )
 from hubert.finetune.params import FinetuneParams, Variant
-from hubert.pretrain.params import CONV_HOP, CPU_AUTOCAST_ENV, HardwareParams, check_devices, require_resolved
+from hubert.pretrain.params import (
+    CONV_HOP,
+    CPU_AUTOCAST_ENV,
+    HardwareParams,
+    check_devices,
+    distributed_training,
+    require_resolved,
+)
 
 CONFIG_NAME = "fairseq_config"
 BEST = "checkpoint_best.pt"
@@ -151,17 +159,12 @@ def fairseq_config(p: FinetuneParams, variant: Variant, start: Start, *, hardwar
         checkpoint["finetune_from_model"] = start.continue_from
     return {
         **hydra_block(),
-        "common": {"seed": p.seed, "cpu": hardware.gpus == 0, "fp16": hardware.precision == "fp16",
-                   # bf16 on the CPU is pretraining's autocast; fine-tuning on the CPU stays fp32
-                   "bf16": hardware.precision == "bf16" and hardware.gpus > 0,
-                   "log_format": "json", "log_interval": s.log_interval,
-                   "reset_logging": True, "user_dir": user_dir},
+        "common": common_block(p.seed, hardware.gpus, hardware.precision, hardware.cpu_autocast, s.log_interval,
+                               user_dir),
         "checkpoint": checkpoint,
         # fine-tuning runs on this machine alone: its GPUs, or one CPU process (nodes and
         # cpu_processes spread pretraining only)
-        "distributed_training": {"distributed_world_size": max(1, hardware.gpus),
-                                 "nprocs_per_node": max(1, hardware.gpus),
-                                 "ddp_backend": "no_c10d", "find_unused_parameters": True},
+        "distributed_training": distributed_training(replace(hardware, nodes=1, cpu_processes=1)),
         "task": {
             "_name": "hubert_pretraining",
             "data": letters,
@@ -217,7 +220,7 @@ def run_identity(config: dict[str, Any], starts: list[Path], inputs: list[Path])
     fine-tuned one it continues) and of the manifests, labels and dictionary. Only
     max_update, hardware, logging, validation and saving may change: a finished run given
     another learning rate starts over rather than reporting the old model under new params."""
-    identity = {k: v for k, v in flatten(config).items() if not k.startswith(CONTINUABLE)}
+    identity = config_identity(config, CONTINUABLE)
     identity |= {f"start {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in starts}
     identity |= {f"file {Path(p).name}": file_digest(p) for p in inputs}
     return identity

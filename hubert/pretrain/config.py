@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hubert.fairseq.formats import KM, dict_file, iter_label_lines, label_file
-from hubert.fairseq.launcher import NEVER_EPOCHS, file_digest, hydra_block
+from hubert.fairseq.launcher import NEVER_EPOCHS, common_block, config_identity, file_digest, hydra_block
 from hubert.labels.checks import check_labels, read_label_rate
 from hubert.labels.quality import chance_bits, conditional_entropy_bits, entropy_bits, unit_and_pair_counts
 from hubert.pretrain.params import (
@@ -20,6 +20,7 @@ from hubert.pretrain.params import (
     HardwareParams,
     OptimizationParams,
     PretrainParams,
+    distributed_training,
     require_resolved,
 )
 
@@ -72,28 +73,30 @@ def read_label_set(manifests: str | Path, labels: str | Path, sample_rate: int) 
                     valid_subsets=("valid", *per_language))
 
 
-# model keys that shape the parameters: a checkpoint of another shape cannot be continued
-SHAPE_KEYS = ("conv_feature_layers", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
-              "encoder_attention_heads", "final_dim", "conv_pos", "conv_pos_groups", "extractor_mode",
-              "untie_final_proj", "layer_norm_first")
-# task keys that say what the labels are
-LABEL_KEYS = ("labels", "label_rate", "sample_rate", "normalize")
+# what may change between a checkpoint and its continuation: how long (max_update and the
+# schedule's length that follows it), where, on what hardware (GPUs and update_freq trade
+# against each other at the same effective batch), how often to log, validate and save;
+# paths (the bytes behind them are in the identity); precision, decided below
+CONTINUABLE = ("hydra.", "defaults", "common.log_interval", "common.user_dir", "common.cpu", "common.fp16",
+               "common.bf16", "checkpoint.", "distributed_training.", "dataset.num_workers",
+               "dataset.data_buffer_size", "dataset.validate_interval", "dataset.max_tokens",
+               "optimization.max_update", "optimization.update_freq", "task.data", "task.label_dir")
 
 
 def run_identity(config: dict[str, Any], inputs: list[Path]) -> dict[str, str]:
-    """What a checkpoint must have been trained on to be continued by this config: the
-    model's shape, the label set and the bytes of the manifests, labels and dictionary
-    (not their paths: a clone elsewhere continues the same run), and whether
-    precision is fp32 or half (on GPUs fp16 and bf16 continue each other; on the CPU
-    bf16 is autocast around fp32 training, so fp32 and bf16 continue each other). Everything else
-    (max_update, GPUs, workers, logging, learning rate, ...) may change between a
-    checkpoint and its continuation."""
-    identity = {f"model.{k}": str(config["model"][k]) for k in SHAPE_KEYS}
+    """What a checkpoint must have been trained with to be continued by this config: every
+    config key that shapes the training (model, masking, loss, learning rate and schedule,
+    crops, seed, labels), the bytes of the manifests, labels and dictionary (not their
+    paths: a clone elsewhere continues the same run), and whether precision is fp32 or
+    half (on GPUs fp16 and bf16 continue each other; on the CPU bf16 is autocast around
+    fp32 training, so fp32 and bf16 continue each other). Only what CONTINUABLE names
+    may change: a finished run given another learning rate starts over rather than
+    reporting the old model under the new params, as fine-tuning does."""
+    identity = config_identity(config, CONTINUABLE)
     # fairseq keeps an fp32 run's Adam state in FairseqAdam and an fp16/bf16 run's in FP16Optimizer,
     # and refuses the other's; its only way round (reset_optimizer) also restarts the update count
     half = config["common"]["fp16"] or config["common"]["bf16"]
     identity["precision"] = "fp16/bf16" if half else "fp32"
-    identity |= {f"task.{k}": str(config["task"][k]) for k in LABEL_KEYS}
     identity |= {f"file {Path(p).parent.name}/{Path(p).name}": file_digest(p) for p in inputs}
     return identity
 
@@ -115,19 +118,7 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
     require_resolved(h)
     return {
         **hydra_block(),
-        "common": {
-            "seed": p.seed,
-            "cpu": h.gpus == 0,
-            "fp16": h.precision == "fp16",
-            # on the CPU bf16 is autocast around fairseq's fp32 training (the plugin), not fairseq's bf16
-            "bf16": h.precision == "bf16" and not h.cpu_autocast,
-            "log_format": "json",
-            "log_interval": s.log_interval,
-            # fairseq's own log format names the logger ("| train_inner |"),
-            # which is how records are told apart
-            "reset_logging": True,
-            "user_dir": user_dir,
-        },
+        "common": common_block(p.seed, h.gpus, h.precision, h.cpu_autocast, s.log_interval, user_dir),
         "checkpoint": {
             "save_dir": save_dir,
             "save_interval": NEVER_EPOCHS,
@@ -195,31 +186,6 @@ def fairseq_config(p: PretrainParams, *, manifests: str, labels: str, label_rate
             **{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "conv_channels"},
         },
     }
-
-
-def distributed_training(h: HardwareParams) -> dict[str, Any]:
-    """fairseq's distributed_training block; the keys of a single process are fairseq's defaults.
-
-    - GPUs of one node: the one fairseq process spawns a process per GPU and picks
-      the rendezvous itself (a free port, or one derived from the SLURM job id).
-    - Several nodes: fairseq runs once per node (:func:`launch_prefix`) and reads
-      its node's rank from SLURM's environment (or torchrun's); they meet at
-      distributed_port of the first node.
-    - CPU processes: fairseq cannot spawn them (it counts CUDA devices), so the
-      stage starts one per rank (:func:`process_overrides`), meeting on this machine.
-    """
-    block: dict[str, Any] = {"distributed_world_size": h.world_size, "nprocs_per_node": h.processes_per_node}
-    if h.world_size > 1:
-        block["distributed_backend"] = h.backend
-    if h.nodes > 1:
-        block["distributed_port"] = h.port
-    if h.gpus == 0 and h.world_size > 1:
-        block["distributed_init_method"] = f"tcp://127.0.0.1:{h.port}"
-        block["distributed_no_spawn"] = True
-    block["ddp_backend"] = "no_c10d"
-    # layerdrop leaves some parameters without gradients in a step
-    block["find_unused_parameters"] = True
-    return block
 
 
 def process_overrides(h: HardwareParams) -> tuple[tuple[str, ...], ...]:

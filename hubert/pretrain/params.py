@@ -232,6 +232,31 @@ class HardwareParams:
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def distributed_training(h: HardwareParams) -> dict[str, Any]:
+    """fairseq's distributed_training block; the keys of a single process are fairseq's defaults.
+
+    - GPUs of one node: the one fairseq process spawns a process per GPU and picks
+      the rendezvous itself (a free port, or one derived from the SLURM job id).
+    - Several nodes: fairseq runs once per node (:func:`launch_prefix`) and reads
+      its node's rank from SLURM's environment (or torchrun's); they meet at
+      distributed_port of the first node.
+    - CPU processes: fairseq cannot spawn them (it counts CUDA devices), so the
+      stage starts one per rank (:func:`process_overrides`), meeting on this machine.
+    """
+    block: dict[str, Any] = {"distributed_world_size": h.world_size, "nprocs_per_node": h.processes_per_node}
+    if h.world_size > 1:
+        block["distributed_backend"] = h.backend
+    if h.nodes > 1:
+        block["distributed_port"] = h.port
+    if h.gpus == 0 and h.world_size > 1:
+        block["distributed_init_method"] = f"tcp://127.0.0.1:{h.port}"
+        block["distributed_no_spawn"] = True
+    block["ddp_backend"] = "no_c10d"
+    # layerdrop leaves some parameters without gradients in a step
+    block["find_unused_parameters"] = True
+    return block
+
+
 def bf16_cpu_warning(cpuinfo: str) -> str | None:
     """A warning when ``cpuinfo`` (the text of /proc/cpuinfo) lists none of BF16_CPU_FLAGS."""
     if cpu_has_bf16(cpuinfo):
