@@ -38,9 +38,12 @@ repro: params
 	$(BIN)/dvc repro
 
 # The linter first (rules in pyproject.toml): it fails in seconds, the suite takes minutes.
+# Two pytest-xdist workers (one per core); the modules that share one expensive run stay together
+# on one worker (tests/conftest.py, SHARED_RUNS). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # What the last committed change to metrics/ did, as a Markdown table (CI prints
 # it after the tests). BASE=<rev> compares the workspace with another revision.

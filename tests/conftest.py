@@ -91,3 +91,21 @@ def make_wav():
 
 # a throwaway clone that has run the tiny profile through `dvc exp run` (experiment and remote tests)
 from tests._exp_fixtures import tiny_exp_clone, tiny_exp_longer, tiny_exp_sweep  # noqa: E402, F401
+
+# The test modules that share one expensive run per session, each on one pytest-xdist worker
+# (`make test` runs `-n 2 --dist loadgroup`): the tiny pipeline through `dvc exp run`
+# (tests/_exp_fixtures.py), and the tiny pretraining and fine-tuning runs (tests/_pretrain_fixtures.py,
+# tests/_finetune_fixtures.py). Split across workers, each worker would make its own.
+SHARED_RUNS = {
+    "tiny_exp": ("test_exp_workflow.py", "test_export.py", "test_remote_roundtrip.py"),
+    "tiny_training": ("test_pretrain_stage.py", "test_resume_exact.py", "test_finetune_stage.py",
+                      "test_evaluate_stage.py", "test_interop.py"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    group_of = {name: group for group, names in SHARED_RUNS.items() for name in names}
+    for item in items:
+        group = group_of.get(item.path.name)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -132,7 +132,7 @@ def collapse(ids: list[int], blank: int = 0) -> list[int]:
 def as_evaluate_writes(decoded: str) -> str:
     """transformers' decoding (special tokens kept) written as the evaluate stage writes a
     transcript: fairseq's specials and the language-ID tokens dropped, <unk> as one ⁇."""
-    return re.sub(r"</?s>|<[a-z]{2,3}>", "", decoded).replace("<unk>", UNK_TEXT)
+    return re.sub(r"</?s>|<[a-z]{2,3}>", "", decoded.replace("<unk>", UNK_TEXT))
 
 
 def without_switch_spaces(text: str) -> str:
