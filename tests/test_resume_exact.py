@@ -128,3 +128,22 @@ def test_a_finetuning_run_killed_mid_epoch_ends_as_the_uninterrupted_one(tmp_pat
     assert f"at update {update // 10 * 10} (same config and inputs)" in out
     assert_resumed_like(clone, straight_ft.clone, "metrics/finetune/iter1.json", "dvclive/finetune/iter1",
                         Path("data/finetune/iter1/checkpoint.pt"))
+
+
+# ---------------------------------------------------------------- two CPU processes (gloo)
+def test_two_gloo_processes_killed_mid_epoch_end_as_the_uninterrupted_pair(tmp_path, tiny_corpus, tiny_manifests):
+    """Each rank crops, masks and drops layers from the seed, the update and its items: a pair of
+    ranks killed between checkpoints and restarted continues as the pair that never stopped."""
+    overrides = ["pretrain.hardware.cpu_processes=2"]
+    straight = make_clone(tmp_path / "straight", tiny_corpus, tiny_manifests, overrides=overrides)
+    code, out = run_stage(straight)
+    assert code == 0 and "as rank 1" in out, out[-3000:]
+    clone = make_clone(tmp_path / "killed", tiny_corpus, tiny_manifests, overrides=overrides)
+    update = random.Random(36).choice([u for u in range(12, 40, 2) if u % 10])
+    killed: list[int] = []
+    code, out = run_stage(clone, kill_at(update, killed))
+    assert code != 0 and killed == [update], out[-3000:]
+    code, out = run_stage(clone)
+    assert code == 0 and f"at update {update // 10 * 10} (same config and inputs)" in out, out[-3000:]
+    assert_resumed_like(clone, straight, "metrics/pretrain_iter1.json", "dvclive/pretrain_iter1",
+                        PRETRAIN / "checkpoint.pt")

@@ -7,7 +7,7 @@ worker included). The generated configs set ``common.user_dir:
 hubert/fairseq/hubert_dvc_plugin`` (relative to the repository root, which is
 the training process's working directory).
 
-Four fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
+Five fixes for HuBERT pretraining, and those of :mod:`hubert.fairseq.fixes` for
 fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
 ``autoregressive`` field):
 
@@ -48,6 +48,16 @@ fine-tuning (Mandarin labels read by byte offsets, hubert_ctc's missing
    of a batch come from a generator of their own, seeded by the iterator's seed
    (common.seed + epoch for training, common.seed for validation), the epoch
    and the batch's item indices.
+5. A distributed run (GPUs, or CPU processes on gloo) resumes: rank 0 reads the
+   checkpoint (weights-only, the allow-list above) and fairseq broadcasts it to
+   the other ranks as a pickle (``broadcast_object``), which they unpickle with
+   torch.load's weights-only default. That pickle holds what the file did not:
+   the cfg as OmegaConf's DictConfig (fairseq converts it after reading) and
+   fairseq's ``_TensorPlaceholder`` (an int: where each tensor goes, the
+   tensors travelling apart), so every rank but 0 died at the first resume
+   ("Unsupported global: omegaconf.dictconfig.DictConfig"). The cfg now travels
+   as the plain container the file holds and the placeholder is allowed for
+   that one load; the weights-only check stays on.
 
 And, when the training stage asks for it through the environment, bf16 autocast
 of HubertModel on the CPU (:mod:`hubert.fairseq.cpu_autocast`).
@@ -153,6 +163,29 @@ if not getattr(fairseq_trainer.Trainer, "_hubert_dvc_seeded", False):
     hubert_dataset.HubertDataset.collater = collater_seeding_crops
     hubert_dataset.HubertDataset.crop_to_max_size = crop_to_max_size_seeded
     fairseq_trainer.Trainer._hubert_dvc_seeded = True
+
+# ---------------------------------------------------------------- 5. resuming a distributed run
+_broadcast_object = distributed_utils.broadcast_object
+
+
+def broadcast_object_weights_only(obj, src_rank, group, dist_device=None):
+    """fairseq's broadcast_object, with a checkpoint's cfg sent as a plain container and
+    fairseq's tensor placeholders allowed for the receiving ranks' weights-only load."""
+    from omegaconf import DictConfig, OmegaConf
+
+    was_config = isinstance(obj, dict) and isinstance(obj.get("cfg"), DictConfig)
+    if was_config:
+        obj = {**obj, "cfg": OmegaConf.to_container(obj["cfg"])}
+    with torch.serialization.safe_globals([distributed_utils._TensorPlaceholder]):
+        out = _broadcast_object(obj, src_rank, group, dist_device)
+    if isinstance(out, dict) and isinstance(out.get("cfg"), dict) and "optimizer_history" in out:
+        out["cfg"] = OmegaConf.create(out["cfg"])  # a checkpoint, as fairseq's loader leaves it on rank 0
+    return out
+
+
+if not getattr(distributed_utils.broadcast_object, "_hubert_dvc_weights_only", False):
+    broadcast_object_weights_only._hubert_dvc_weights_only = True
+    distributed_utils.broadcast_object = broadcast_object_weights_only
 
 # ---------------------------------------------------------------- 3. all_gather_list on the CPU
 _all_gather_list = distributed_utils.all_gather_list
