@@ -38,12 +38,14 @@ repro: params
 	$(BIN)/dvc repro
 
 # The linter first (rules in pyproject.toml): it fails in seconds, the suite takes minutes.
-# Two pytest-xdist workers (one per core); the modules that share one expensive run stay together
-# on one worker (tests/conftest.py, SHARED_RUNS). TEST_WORKERS=0 runs them in this process.
+# Two pytest-xdist workers (one per core), each process one torch thread: two workers whose
+# training subprocesses each spun two threads on two cores ran slower than one worker. The modules
+# that share one expensive run stay together on one worker (tests/conftest.py, SHARED_RUNS).
+# TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # What the last committed change to metrics/ did, as a Markdown table (CI prints
 # it after the tests). BASE=<rev> compares the workspace with another revision.

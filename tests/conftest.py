@@ -96,9 +96,7 @@ from tests._exp_fixtures import tiny_exp_clone, tiny_exp_longer, tiny_exp_sweep 
 # (`make test` runs `-n 2 --dist loadgroup`): the tiny pipeline through `dvc exp run`
 # (tests/_exp_fixtures.py) on one; on the other the tiny pretraining and fine-tuning runs
 # (tests/_pretrain_fixtures.py, tests/_finetune_fixtures.py) and the imported-corpus pipeline,
-# about as long. Split across workers, each worker would make its own runs. The two groups are
-# collected first: xdist hands out its first work units round-robin, one group to each worker,
-# and the other tests fill in behind them.
+# about as long. Split across workers, each worker would make its own runs.
 SHARED_RUNS = {
     "tiny_exp": ("test_exp_workflow.py", "test_export.py", "test_remote_roundtrip.py"),
     "tiny_training": ("test_pretrain_stage.py", "test_resume_exact.py", "test_finetune_stage.py",
@@ -108,9 +106,7 @@ SHARED_RUNS = {
 
 def pytest_collection_modifyitems(config, items):
     group_of = {name: group for group, names in SHARED_RUNS.items() for name in names}
-    order = list(SHARED_RUNS)
     for item in items:
         group = group_of.get(item.path.name)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: order.index(group_of[item.path.name]) if item.path.name in group_of else len(order))
