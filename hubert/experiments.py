@@ -7,7 +7,8 @@ Columns: the experiment, the params that differ between the rows shown, and
 the metrics that answer the project's questions: masked loss over chance per
 pretraining iteration, label PNMI per iteration, the best layer minus MFCC
 (same K and frame rate), and zh CER / en WER of the scratch, iter1 and iter2
-fine-tunings. A row that lacks a metric shows "-".
+fine-tunings, and how many flags the report raised (``metrics/answers.json``). A row
+that lacks a metric shows "-".
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ HEADLINE = (
     ("layer-mfcc", "metrics/layers_iter1.json", "best_minus_mfcc_at_layer_rate"),
     *((f"{v} {m}", "metrics/eval.json", f"{v}.{lang}.{m}.rate")
       for v in ("scratch", "iter1", "iter2") for lang, m in (("zh", "cer"), ("en", "wer"))),
+    ("flags", "metrics/answers.json", "flags.count"),
 )
 
 

@@ -1,14 +1,15 @@
 """Stage report: the run's answers in words and figures.
 
     python stages/report.py --params params.yaml --metrics metrics --live dvclive --export data/export \
-        --out data/report
+        --out data/report --answers metrics/answers.json
 
 Reads every metrics file and the pretraining curves (DVCLive), and
 pretrain.hardware only to say whether the batch's processes are GPUs; writes
 out/index.md with its PNG figures and out/index.html (the same page, one
 self-contained file), and prints the flags. --export names the exported
 transformers folders (stage export) on the page. A stage that has not run is named
-on the page instead of its section.
+on the page instead of its section. --answers: the numbers of the page's answers
+block, a metrics file (``dvc exp show`` columns, ``dvc metrics diff``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--live", type=Path, required=True)
     parser.add_argument("--export", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--answers", type=Path, default=None)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
     on_gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus > 0 for it in ("iter1", "iter2")}
     findings = pipeline_report(args.metrics, args.live, args.out, on_gpus,
-                               profile=str(params.get("profile_name", "")), export=args.export)
+                               profile=str(params.get("profile_name", "")), export=args.export,
+                               answers_out=args.answers)
     flags = [f for f in findings if f.flag]
     for f in flags:
         print(f"report: FLAG {f.topic}: {f.text}")

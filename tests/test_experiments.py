@@ -23,7 +23,7 @@ EXP_SHOW = [
 def test_only_the_params_that_differ_and_the_headline_metrics():
     header, body = headline(rows(EXP_SHOW))
     assert header[:2] == ["experiment", "balance.alpha"]  # seed and profile_name are the same everywhere
-    assert len(header) == 2 + 11
+    assert len(header) == 2 + 12
     assert [r[0] for r in body] == ["workspace", "abcdef0", "exp-a", "exp-b"]
     col = header.index("iter1 cer")
     assert [r[col] for r in body] == ["0.9", "0.9", "0.8", "0.7"]

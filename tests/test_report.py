@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from hubert.report import explain
+from hubert.report.answers import downstream_answer, flags_answer, labels_answer
 from hubert.report.curves import Curve, Curves, from_records, read_log
 from hubert.report.findings import (
     balance_findings,
@@ -138,8 +139,10 @@ def labels_metrics(pnmi: float, floor: float, k: int = 100, rate: float = 100.0)
 
 
 def layers_metrics(best: float, mfcc: float) -> dict:
-    return {"best_layer": 2, "best_pnmi": best, "seed_spread": 0.005, "n_clusters": 100, "label_rate": 50.0,
-            "mfcc_at_layer_rate": {"pnmi_conditional": mfcc, "pnmi_en": mfcc - 0.05, "pnmi_zh": mfcc + 0.05},
+    return {"best_layer": 2, "best_pnmi": best, "seed_spread": 0.005, "n_layers": 2, "n_clusters": 100,
+            "label_rate": 50.0,
+            "mfcc_at_layer_rate": {"pnmi_conditional": mfcc, "pnmi_conditional_shuffled": 0.02,
+                                   "pnmi_en": mfcc - 0.05, "pnmi_zh": mfcc + 0.05},
             "pnmi_conditional": {"layer_1": best - 0.01, "layer_2": best},
             "pnmi_conditional_std": {"layer_1": 0.002, "layer_2": 0.003},
             "pnmi_en": {"layer_1": best - 0.05, "layer_2": best - 0.04},
@@ -178,12 +181,12 @@ def evaluation() -> dict:
                         "scratch_minus_iter1": {"zh_cer": {"difference": 0.21, "low": 0.18, "high": 0.24}}}}
 
 
-def test_downstream_verdicts_quote_points_and_intervals():
+def test_downstream_verdicts_quote_percentage_points_and_intervals():
     f = downstream_findings(evaluation())
     texts = [x.text for x in f]
-    assert "iter1 beats scratch by 21.0 points of zh CER [18.0, 24.0]" in texts
+    assert "iter1 beats scratch by 21.0 pp of zh CER [18.0, 24.0]" in texts
     assert any(t.startswith("iter1 and scratch are not distinguishable in en WER") for t in texts)
-    assert "scratch is worse than iter1 by 21.0 points of zh CER [18.0, 24.0]" in texts
+    assert "scratch is worse than iter1 by 21.0 pp of zh CER [18.0, 24.0]" in texts
     flagged = [x for x in f if x.flag]
     assert [x.code for x in flagged] == ["no_better_than_constant"] and flagged[0].text.startswith("scratch")
 
@@ -241,7 +244,9 @@ def test_pipeline_report_writes_page_figures_and_a_self_contained_html(run_dir: 
     md = (out / "index.md").read_text()
     for name in pngs:
         assert f"]({name})" in md
-    assert "iter1 beats scratch by 21.0 points of zh CER [18.0, 24.0]" in md
+    # error rates in percent, their paired differences in percentage points, one row per pair
+    assert "| iter1 | 40.0 [38.0, 42.0] | 80.0 [78.0, 82.0] | - |" in md
+    assert "| iter1 - scratch | -21.0 [-24.0, -18.0] better | +1.0 [-1.0, +3.0] tie | - |" in md
     assert "**Flag (batch, iteration 1)**" in md and "update_freq 140 would match it" in md
     assert "less phone-like than MFCC labels" in md and "issues/4907" in md and "issues/5526" in md
     html = (out / "index.html").read_text()
@@ -253,7 +258,8 @@ def test_pipeline_report_writes_page_figures_and_a_self_contained_html(run_dir: 
 def test_pipeline_report_is_byte_stable(run_dir: Path):
     a, b = run_dir / "a", run_dir / "b"
     for out in (a, b):
-        pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False})
+        pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False},
+                        answers_out=out / "answers.json")
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
     for p in a.iterdir():
         assert p.read_bytes() == (b / p.name).read_bytes(), p.name
@@ -299,9 +305,86 @@ def test_report_stage_reads_gpus_from_params(run_dir: Path, tmp_path: Path):
         path = run_dir / "metrics" / f"pretrain_iter{it}.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "batch": batch(4, 320000)}))
     findings = report_stage.main(["--params", str(params), "--metrics", str(run_dir / "metrics"), "--live",
-                                  str(run_dir / "dvclive"), "--out", str(tmp_path / "out")])
+                                  str(run_dir / "dvclive"), "--out", str(tmp_path / "out"),
+                                  "--answers", str(tmp_path / "answers.json")])
     text = next(f.text for f in findings if f.code == "batch_far_below_reference")
     assert "on 4 GPUs update_freq 35 would match it" in text  # 32 x 1.4M / (4 x 320000) = 35
+    assert json.loads((tmp_path / "answers.json").read_text())["flags"]["count"] >= 1
+
+
+# ---------------------------------------------------------------- the answers block
+def test_the_page_opens_with_one_answer_per_question_and_writes_their_numbers(run_dir: Path):
+    out = run_dir / "report"
+    pipeline_report(run_dir / "metrics", run_dir / "dvclive", out, {1: False, 2: False},
+                    answers_out=run_dir / "answers.json")
+    md = (out / "index.md").read_text()
+    head, rest = md.split("## Answers\n\n", 1)[1].split("\n## ", 1)
+    assert rest.startswith("Data") and md.index("## Answers") < md.index("## Pretraining")
+    lines = head.strip().split("\n")
+    assert [line.split("**")[1] for line in lines] == [
+        "Is the loss normal?", "Did iteration 2 give better labels?", "Which layer of the iteration-1 model?",
+        "Which fine-tuned model transcribes best?", "How many flags?"]
+    assert ("iteration 1: yes, 6.80 bits at the start against chance 6.70 (+1%), 3.50 after 500 updates, "
+            "2.89 below the label prior 6.39") in lines[0]
+    assert "no: iteration-2 PNMI 0.410 at K=100, 50 Hz is not above MFCC (iteration 1's kind) labels' 0.510" in lines[1]
+    assert "layer 2 of 2: PNMI 0.430, below MFCC's 0.510 at K=100, 50 Hz (-0.080" in lines[2]
+    assert "zh CER: iter1, 40.0% [38.0, 42.0]; -21.0 pp [-24.0, -18.0] against scratch (better)" in lines[3]
+    assert "en WER: iter1, 80.0% [78.0, 82.0]; +1.0 pp [-1.0, +3.0] against scratch (not distinguishable)" in lines[3]
+    assert lines[4].endswith("2 (pretraining 1, downstream 1), each beside its topic below.")
+    # each flag sits in its topic's section, not in a list of its own
+    assert md.index("**Flag (batch, iteration 1)**") > md.index("## Pretraining")
+    assert md.index("**Flag (downstream)**") > md.index("## Downstream")
+    numbers = json.loads((run_dir / "answers.json").read_text())
+    assert numbers["loss"]["iter1"] == {"first_over_chance": 1.0149, "last_minus_prior_bits": -2.89,
+                                        "updates": 500, "normal": True}
+    assert numbers["labels_iter2"]["better"] is False and numbers["labels_iter2"]["iter2_minus_mfcc"] == -0.1
+    assert numbers["layer"] == {"best_layer": 2, "best_pnmi": 0.43, "best_minus_mfcc": -0.08,
+                                "seed_spread": 0.005, "above_mfcc": False}
+    assert numbers["downstream"]["zh_cer"]["minus_scratch_pp"] == -21.0
+    assert numbers["downstream"]["zh_cer"]["below_floor"] is True
+    assert numbers["flags"] == {"count": 2, "pretraining": 1, "downstream": 1}
+
+
+def test_iteration_2_labels_are_better_only_net_of_the_shuffled_floors_too():
+    layers = layers_metrics(0.45, 0.44)  # MFCC 0.44 at 50 Hz, its shuffled floor 0.02
+    win, got = labels_answer({2: labels_metrics(0.46, 0.03, rate=50.0)}, layers)
+    assert win.text.startswith("yes: iteration-2 PNMI 0.460") and got["better"] is True
+    assert got["iter2_minus_mfcc"] == 0.02 and got["iter2_minus_mfcc_net_of_floor"] == 0.01
+    # ahead by more than the seed spread, but only by a larger finite-sample floor: not better
+    lost, got = labels_answer({2: labels_metrics(0.46, 0.05, rate=50.0)}, layers)
+    assert lost.text.startswith("no:") and got["better"] is False and got["iter2_minus_mfcc_net_of_floor"] == -0.01
+    # iteration-1 labels at iteration 2's rate and K are compared too
+    _, got = labels_answer({1: labels_metrics(0.47, 0.01, rate=50.0), 2: labels_metrics(0.46, 0.03, rate=50.0)},
+                           layers)
+    assert got["better"] is False and got["iter2_minus_iter1"] == -0.01
+    # at another K nothing is compared, and the answer says why
+    other, got = labels_answer({2: labels_metrics(0.6, 0.03, k=500, rate=50.0)}, layers)
+    assert other.text.startswith("not measured: no MFCC or iteration-1 labels at iteration 2's K=500") and got == {}
+
+
+def test_the_best_model_is_quoted_against_scratch_and_iter1_or_says_the_pair_is_missing():
+    ev = evaluation()
+    ev["iter2"] = {"zh": {"cer": {"rate": 0.30, "low": 0.28, "high": 0.32}},
+                   "en": {"wer": {"rate": 0.90, "low": 0.88, "high": 0.92}}}
+    ev["compare"]["iter2_minus_scratch"] = {"zh_cer": {"difference": -0.65, "low": -0.68, "high": -0.62}}
+    ev["compare"]["iter2_minus_iter1"] = {"zh_cer": {"difference": -0.10, "low": -0.12, "high": -0.08}}
+    answer, got = downstream_answer(ev)
+    assert ("zh CER: iter2, 30.0% [28.0, 32.0]; -65.0 pp [-68.0, -62.0] against scratch (better); -10.0 pp "
+            "[-12.0, -8.0] against iter1 (better)") in answer.text
+    assert got["zh_cer"]["best"] == "iter2" and got["zh_cer"]["minus_iter1_pp"] == -10.0
+    del ev["compare"]["iter2_minus_iter1"]
+    answer, _ = downstream_answer(ev)
+    assert "against iter1: not compared (add [iter2, iter1] to evaluate.compare)" in answer.text
+    # the best of a set that never learned says so
+    for v in ("iter1", "iter2"):
+        ev[v]["en"]["wer"] = {"rate": 0.995, "low": 0.99, "high": 1.0}
+    answer, got = downstream_answer(ev)
+    assert "NO better than one constant output (87.0%)" in answer.text and got["en_wer"]["below_floor"] is False
+
+
+def test_a_run_without_flags_says_nothing_looks_wrong():
+    answer, got = flags_answer([])
+    assert answer.text == "0: nothing looks wrong" and got == {"count": 0}
 
 
 # ---------------------------------------------------------------- explaining a log from anywhere

@@ -146,8 +146,9 @@ def labels_figure(labels: dict[int, dict], layers: dict | None, path: Path) -> P
 
 
 def downstream_figure(evaluation: dict, path: Path) -> Path:
-    """zh CER and en WER of every fine-tuned variant with their 95% intervals, and the
-    constant-output floors."""
+    """zh CER and en WER (percent) of every fine-tuned variant with their 95% intervals, and the
+    constant-output floors. Error rates pass 100% (insertions), so the axis reaches the highest
+    interval and every bar carries its value."""
     variants = [v for v in evaluation if v not in ("floors", "compare")]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -155,15 +156,17 @@ def downstream_figure(evaluation: dict, path: Path) -> Path:
             rows = [(v, evaluation[v][lang][metric]) for v in variants
                     if metric in evaluation[v].get(lang, {})]
             xs = range(len(rows))
-            ax.bar(xs, [r["rate"] for _, r in rows],
-                   yerr=[[r["rate"] - r["low"] for _, r in rows], [r["high"] - r["rate"] for _, r in rows]],
-                   capsize=3)
+            rates = [100 * r["rate"] for _, r in rows]
+            bars = ax.bar(xs, rates, yerr=[[100 * (r["rate"] - r["low"]) for _, r in rows],
+                                           [100 * (r["high"] - r["rate"]) for _, r in rows]], capsize=3)
+            ax.bar_label(bars, labels=[f"{x:.1f}" for x in rates], fontsize=7, padding=2)
             floor = evaluation.get("floors", {}).get(lang, {}).get(f"constant_{metric}")
             if floor is not None:
-                ax.axhline(floor, color="red", ls="--", label="constant output")
+                ax.axhline(100 * floor, color="red", ls="--", label="constant output")
                 ax.legend(fontsize=7)
             ax.set_xticks(list(xs), [v for v, _ in rows], rotation=30, ha="right")
-            ax.set_ylabel(f"{lang} {metric.upper()}")
-            ax.set_ylim(0, 1.05)
+            ax.set_ylabel(f"{lang} {metric.upper()} (%)")
+            top = max([100 * r["high"] for _, r in rows] + [100 * floor if floor is not None else 0, 100])
+            ax.set_ylim(0, 1.1 * top)
             ax.set_title(f"{lang} {metric.upper()} on held-out voices (95% interval)")
         return save(fig, path)

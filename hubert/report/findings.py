@@ -46,6 +46,20 @@ class Finding:
     code: str = ""
 
 
+SECTIONS = ("data", "pretraining", "labels", "downstream")
+
+
+def section_of(topic: str) -> str:
+    """The report section a finding's topic belongs to (its flags are shown there)."""
+    if topic.startswith(("labels", "layer sweep")):
+        return "labels"
+    if topic.startswith("downstream"):
+        return "downstream"
+    if topic.startswith(("balance", "lengths")):
+        return "data"
+    return "pretraining"
+
+
 @dataclass(frozen=True)
 class Reference:
     """A published HuBERT run's masked loss and accuracy at a number of updates."""
@@ -77,6 +91,7 @@ SEED_RUN = {1: (100, 6.7, 3.3), 2: (500, 11.2, 4.0)}
 
 
 def _points(x: float) -> str:
+    """A difference of error rates (fractions) in percentage points."""
     return f"{100 * x:.1f}"
 
 
@@ -311,7 +326,7 @@ METRIC_NAMES = {"zh_cer": "zh CER", "en_wer": "en WER", "mix_mer": "mixed error 
 
 
 def downstream_findings(evaluation: dict) -> list[Finding]:
-    """Paired comparisons (``compare.<a>_minus_<b>``) in points with their intervals,
+    """Paired comparisons (``compare.<a>_minus_<b>``) in percentage points with their intervals,
     and any model no better than the constant-output floor."""
     out: list[Finding] = []
     for pair, metrics in evaluation.get("compare", {}).items():
@@ -320,15 +335,15 @@ def downstream_findings(evaluation: dict) -> list[Finding]:
             name = METRIC_NAMES.get(key, key)
             interval = f"[{_points(-d['high'])}, {_points(-d['low'])}]"
             if d["high"] < 0:
-                out.append(Finding("downstream", f"{a} beats {b} by {_points(-d['difference'])} points of {name} "
+                out.append(Finding("downstream", f"{a} beats {b} by {_points(-d['difference'])} pp of {name} "
                                                  f"{interval}", False, "beats"))
             elif d["low"] > 0:
-                out.append(Finding("downstream", f"{a} is worse than {b} by {_points(d['difference'])} points of "
+                out.append(Finding("downstream", f"{a} is worse than {b} by {_points(d['difference'])} pp of "
                                                  f"{name} [{_points(d['low'])}, {_points(d['high'])}]", False,
                                    "worse"))
             else:
                 out.append(Finding("downstream", f"{a} and {b} are not distinguishable in {name} "
-                                                 f"({_points(-d['difference'])} points, interval {interval} "
+                                                 f"({_points(-d['difference'])} pp, interval {interval} "
                                                  "includes 0)", False, "tie"))
     floors = evaluation.get("floors", {})
     for variant, m in evaluation.items():
@@ -339,7 +354,7 @@ def downstream_findings(evaluation: dict) -> list[Finding]:
             rate = m.get(lang, {}).get(metric, {}).get("rate")
             floor = floors.get(lang, {}).get(f"constant_{metric}")
             if rate is not None and floor is not None and rate >= floor:
-                failed.append(f"{lang} {metric.upper()} {rate:.3f} (constant output: {floor:.3f})")
+                failed.append(f"{lang} {metric.upper()} {100 * rate:.1f}% (constant output: {100 * floor:.1f}%)")
         if failed:
             out.append(Finding("downstream", f"{variant} is no better than one constant output for every utterance: "
                                              f"{', '.join(failed)}: it has not learned to transcribe", True,

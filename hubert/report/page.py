@@ -16,6 +16,7 @@ from markdown_it import MarkdownIt
 
 from hubert.labels.quality import chance_bits
 from hubert.report import figures
+from hubert.report.answers import answers, answers_markdown
 from hubert.report.curves import Curves, from_dvclive
 from hubert.report.findings import (
     ISSUE_4907,
@@ -29,6 +30,7 @@ from hubert.report.findings import (
     label_findings,
     length_findings,
     pretrain_findings,
+    section_of,
 )
 
 ITERATIONS = (1, 2)
@@ -53,7 +55,13 @@ def findings_markdown(findings: list[Finding]) -> str:
     flags = [f for f in findings if f.flag]
     lines = [f"- **Flag ({f.topic})**: {f.text}." for f in flags]
     lines += [f"- {f.topic}: {f.text}." for f in findings if not f.flag]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _section(findings: list[Finding], name: str, skip: tuple[str, ...] = ()) -> str:
+    """The findings of one report section (its flags first), before its tables."""
+    mine = [f for f in findings if section_of(f.topic) == name and f.code not in skip]
+    return findings_markdown(mine) + "\n" if mine else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -63,7 +71,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _interval(m: dict) -> str:
-    return f"{m['rate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+    """An error rate and its interval in percent."""
+    return f"{100 * m['rate']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}]"
+
+
+def _difference(d: dict) -> str:
+    """A paired difference in percentage points, its interval, and which side it is on."""
+    side = "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "tie"
+    return f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] {side}"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
 
 
 def write_page(out: Path, title: str, body: str) -> None:
@@ -103,14 +122,16 @@ def export_markdown(export: Path | None, measured: dict | None) -> str:
 
 
 def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, bool],
-                    profile: str = "", export: Path | None = None) -> list[Finding]:
+                    profile: str = "", export: Path | None = None,
+                    answers_out: Path | None = None) -> list[Finding]:
     """Write the report of this pipeline's run into ``out``; returns its findings.
     ``on_gpus``: whether each pretraining iteration ran on GPUs. A stage that has not run is
-    said so on the page."""
+    said so on the page. ``answers_out``: where the answers' numbers go (a metrics file)."""
     out.mkdir(parents=True, exist_ok=True)
     findings: list[Finding] = []
     sections: list[str] = []
     runs: dict[str, tuple[int, Curves, float | None, int | None]] = {}
+    pretrain: dict[int, dict] = {}
     pre_rows = []
     shown_batch = None
     for it in ITERATIONS:
@@ -119,6 +140,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
         if m is None:
             sections.append(_not_run(f"pretrain_iter{it}", path))
             continue
+        pretrain[it] = m
         curves = from_dvclive(live / f"pretrain_iter{it}" / "plots" / "metrics")
         units, prior = m["labels"]["units"], m["labels"]["prior_entropy_bits"]
         topic = f"iteration {it}"
@@ -128,9 +150,11 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
             shown_batch = m["batch"]
         runs[f"iteration {it} (K={units})"] = (units, curves, prior, it)
         t, lm = m["training"], m["loss_m"]
+        # the budget side by side: updates and the audio they saw (updates x batch)
+        hours = f"{t['audio_hours']:.1f}" if "audio_hours" in t else "-"
         pre_rows.append([str(it), str(units), f"{chance_bits(units):.2f}", f"{prior:.2f}", f"{lm['first']:.2f}",
                          f"{lm['last']:.2f}", f"{lm['last_over_chance']:.2f}", f"{m['accuracy_m']['last']:.3f}",
-                         f"{lm.get('valid_last', float('nan')):.2f}", str(t["updates"]),
+                         f"{lm.get('valid_last', float('nan')):.2f}", str(t["updates"]), hours,
                          f"{t['wall_time_s'] / 60:.1f}", f"{t['audio_s_per_s']:.1f}"])
     if runs:
         figures.loss_figure(runs, out / "loss.png")
@@ -138,7 +162,7 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
         figures.training_figure({k: v[1] for k, v in runs.items()}, out / "training.png")
         sections.insert(0, _table(
             ["iteration", "K", "chance log2(K+4)", "prior H(z)", "first loss_m", "last loss_m", "last / chance",
-             "masked accuracy", "valid loss_m", "updates", "minutes", "audio s per s"], pre_rows)
+             "masked accuracy", "valid loss_m", "updates", "audio hours seen", "minutes", "audio s per s"], pre_rows)
             + "\n![masked loss in bits](loss.png)\n\n![normalised masked loss](loss_normalised.png)\n\n"
             "![accuracy, learning rate, throughput](training.png)\n")
     pretraining = "\n".join(sections)
@@ -180,24 +204,44 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
                      for lang, metric in (("zh", "cer"), ("en", "wer"), ("mix", "mer"))]
             rows.append([v, *cells])
         floors = evaluation.get("floors", {})
-        down = (_table(["variant", "zh CER [95%]", "en WER [95%]", "code-switched MER [95%]"], rows)
-                + f"\nConstant-output floors: zh CER {floors.get('zh', {}).get('constant_cer', '-')}, en WER "
-                  f"{floors.get('en', {}).get('constant_wer', '-')}.\n\n![downstream](downstream.png)\n")
+        down = (_table(["variant", "zh CER % [95%]", "en WER % [95%]", "code-switched MER % [95%]"], rows)
+                + f"\nConstant-output floors: zh CER {_pct(floors.get('zh', {}).get('constant_cer'))}, en WER "
+                  f"{_pct(floors.get('en', {}).get('constant_wer'))}.\n")
+        pairs = evaluation.get("compare", {})
+        if pairs:
+            keys = ("zh_cer", "en_wer", "mix_mer")
+            down += ("\nPaired differences a - b on the same test utterances, in percentage points with their 95% "
+                     "interval (negative: a makes fewer errors; tie: the interval includes 0):\n\n"
+                     + _table(["a - b", "zh CER pp", "en WER pp", "code-switched MER pp"],
+                              [[pair.replace("_minus_", " - "), *(_difference(d[k]) if k in d else "-" for k in keys)]
+                               for pair, d in pairs.items()]))
+        down += "\n![downstream](downstream.png)\n"
 
     balance = _read(metrics / "balance.json")
     if balance is not None:
         findings += balance_findings(balance)
         findings += length_findings(balance, _read(metrics / "letters.json"))
 
+    block, numbers = answers(pretrain, labels, layers, evaluation, findings)
+    if answers_out is not None:
+        answers_out.parent.mkdir(parents=True, exist_ok=True)
+        answers_out.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+    data = _section(findings, "data")
     body = (f"Profile: {profile or 'unknown'}. Every statement below is computed from this run's own metrics "
-            "(`metrics/`, `dvclive/`).\n\n## What this run says\n\n" + findings_markdown(findings)
-            + "\n## Pretraining\n\nfairseq logs every loss in bits. The masked loss starts at the chance level "
+            "(`metrics/`, `dvclive/`). Error rates are in percent, their differences in percentage points (pp)."
+            "\n\n## Answers\n\n" + answers_markdown(block)
+            + ("\n## Data\n\n" + data if data else "")
+            + "\n## Pretraining\n\n" + _section(findings, "pretraining")
+            + "fairseq logs every loss in bits. The masked loss starts at the chance level "
               "log2(K+4) (K units and 4 special symbols); the label prior H(z) is what knowing only the units' "
               "frequencies would score. The feature penalty (10 x the mean squared CNN output) is added to "
               "fairseq's total `loss`, not to `loss_m_0`.\n\n" + pretraining
-            + "\n## Labels\n\nPNMI: the share of the phone's information that the unit carries (frame-level "
+            + "\n## Labels\n\n" + _section(findings, "labels")
+            + "PNMI: the share of the phone's information that the unit carries (frame-level "
               "alignments of the held-out valid voices).\n\n" + label_md
-            + "\n## Downstream (CTC fine-tuning, held-out voices)\n\n" + down
+            + "\n## Downstream (CTC fine-tuning, held-out voices)\n\n"
+            # the pairwise verdicts are the table's rows; the flags stay as bullets
+            + _section(findings, "downstream", skip=("beats", "worse", "tie")) + down
             + "\n## Models for Hugging Face transformers\n\n" + export_markdown(export, _read(metrics / "export.json"))
             + "\n## Sources\n\n" + "\n".join(SOURCES) + "\n")
     write_page(out, "HuBERT run report", body)
