@@ -15,7 +15,7 @@ FAIRSEQ := $(shell $(PYTHON) -c "import tomllib; deps = tomllib.load(open('pypro
 export PATH := $(abspath $(BIN)):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install params repro test bench metrics-diff ci-gate ci-baseline exp-show
+.PHONY: install params repro test bench metrics-diff ci-gate ci-baseline exp-show demo-report
 
 install: $(STAMP)
 
@@ -71,6 +71,11 @@ ci-gate: install
 
 ci-baseline: install
 	.ci/tiny_run.sh --update
+
+# The committed demo run's report (docs/demo-report: index.md, its figures, index.html), made
+# from the committed params.yaml, metrics/ and dvclive/; tests/test_demo_report.py fails when it is stale.
+demo-report: install
+	$(BIN)/python -m hubert.report.committed
 
 bench: install
 	$(BIN)/python -m bench.features --corpus data/corpus --manifests data/manifests

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hubert.params import load_params
-from hubert.pretrain.params import iteration_params
-from hubert.report.page import pipeline_report
+from hubert.report.page import report_of_params
 
 
 def main(argv: list[str] | None = None) -> list:
@@ -32,11 +30,8 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--answers", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    params = load_params(args.params)
-    on_gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus > 0 for it in ("iter1", "iter2")}
-    findings = pipeline_report(args.metrics, args.live, args.out, on_gpus,
-                               profile=str(params.get("profile_name", "")), export=args.export,
-                               answers_out=args.answers)
+    findings = report_of_params(args.params, args.metrics, args.live, args.out, export=args.export,
+                                answers_out=args.answers)
     flags = [f for f in findings if f.flag]
     for f in flags:
         print(f"report: FLAG {f.topic}: {f.text}")

@@ -15,6 +15,8 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from hubert.labels.quality import chance_bits
+from hubert.params import load_params
+from hubert.pretrain.params import iteration_params
 from hubert.report import figures
 from hubert.report.answers import answers, answers_markdown
 from hubert.report.curves import Curves, from_dvclive
@@ -246,6 +248,15 @@ def pipeline_report(metrics: Path, live: Path, out: Path, on_gpus: dict[int, boo
             + "\n## Sources\n\n" + "\n".join(SOURCES) + "\n")
     write_page(out, "HuBERT run report", body)
     return findings
+
+
+def report_of_params(params_path: Path, metrics: Path, live: Path, out: Path, *, export: Path | None = None,
+                     answers_out: Path | None = None) -> list[Finding]:
+    """:func:`pipeline_report` with the profile and the pretraining hardware read from params.yaml."""
+    params = load_params(params_path)
+    on_gpus = {int(it[-1]): iteration_params(params["pretrain"], it).hardware.gpus > 0 for it in ("iter1", "iter2")}
+    return pipeline_report(metrics, live, out, on_gpus, profile=str(params.get("profile_name", "")), export=export,
+                           answers_out=answers_out)
 
 
 # ---------------------------------------------------------------- any fairseq log
