@@ -61,4 +61,4 @@ fi
 echo "dvc metrics diff (committed tiny baseline of this CPU, $cap -> this run):"
 .venv/bin/dvc metrics diff --md HEAD
 .venv/bin/python "$repo/.ci/metrics_gate.py" --baseline "$baseline" --fresh metrics \
-    --tolerance "$repo/.ci/tolerance.yaml"
+    --tolerance "$repo/.ci/tolerance.yaml" --cpu "$cap"
