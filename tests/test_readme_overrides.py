@@ -1,4 +1,4 @@
-"""Every `-S` override the README shows composes through Hydra (as `dvc exp run`
+"""Every `-S` override the README and docs/*.md show composes through Hydra (as `dvc exp run`
 does) and gives params every stage accepts."""
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ PLACEHOLDERS = {"key=value"}  # prose, not an override
 GROUPS = ("profile", "experiment")  # params/<group>/<name>.yaml
 
 
-def readme_overrides() -> list[list[str]]:
-    """The `-S` values of each README line that has any, in order."""
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # the front page and its topics
+
+
+def readme_overrides(doc: Path = REPO / "README.md") -> list[list[str]]:
+    """The `-S` values of each line of ``doc`` that has any, in order."""
     found = []
-    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in doc.read_text(encoding="utf-8").splitlines():
         if "-S " not in line:
             continue
         words = shlex.split(" ".join(re.findall(r"-S\s+(?:'[^']*'|\"[^\"]*\"|[^\s`]+)", line)))
@@ -44,12 +47,19 @@ def check_params(params: dict) -> None:
     from_dict(SweepConfig, params["labels"].get("sweep"), "labels.sweep")
 
 
+def docs_overrides() -> list[tuple[str, list[str]]]:
+    """(file, its `-S` values) for every line of README.md and docs/*.md that has any."""
+    return [(doc.relative_to(REPO).as_posix(), values) for doc in DOCS for values in readme_overrides(doc)]
+
+
 def test_the_readme_shows_overrides():
     assert len(readme_overrides()) >= 4
+    assert len(docs_overrides()) > len(readme_overrides())  # the docs show more than the front page
 
 
-@pytest.mark.parametrize("overrides", readme_overrides(), ids=" ".join)
-def test_readme_override_composes_and_validates(overrides: list[str]):
+@pytest.mark.parametrize(("doc", "overrides"), docs_overrides(),
+                         ids=[f"{doc}: {' '.join(values)}" for doc, values in docs_overrides()])
+def test_readme_override_composes_and_validates(doc: str, overrides: list[str]):
     params = yaml.safe_load(compose(REPO / "params", overrides))
     check_params(params)
     parser = OverridesParser.create()
@@ -61,7 +71,7 @@ def test_readme_override_composes_and_validates(overrides: list[str]):
         node = params
         for part in parsed.key_or_group.split("."):
             node = node[part]
-        assert node == parsed.value(), override
+        assert node == parsed.value(), (doc, override)
 
 
 def test_per_iteration_override_needs_no_plus_and_reaches_only_its_iteration():
