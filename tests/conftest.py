@@ -24,6 +24,7 @@ Function-scoped helper:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,10 @@ def _write_wav(path: str | Path, seconds: float = 1.0, rate: int = 16000, channe
 def make_wav():
     return _write_wav
 
+
+# training stages print fairseq's records on the console, as fairseq does: tests read them and kill
+# runs at a logged update (the default console, progress lines, is tests/test_training_progress.py)
+os.environ["HUBERT_DVC_CONSOLE"] = "records"
 
 # a throwaway clone that has run the tiny profile through `dvc exp run` (experiment and remote tests)
 from tests._exp_fixtures import tiny_exp_clone, tiny_exp_longer, tiny_exp_sweep  # noqa: E402, F401

@@ -10,11 +10,16 @@ One run, top to bottom (:func:`launch`):
 2. :func:`prepare_save_dir` resumes from fairseq's ``checkpoint_last.pt`` unless
    what the checkpoints were trained on changed; then they are set aside, never
    deleted.
-3. fairseq-hydra-train runs as a subprocess whose json log is streamed (still
-   printed): every ``train_inner`` and ``valid`` record goes to a persistent
-   ``train_log.jsonl`` (so a resumed run's curves start at update 1), to
-   DVCLive at step = num_updates, and to the caller's hook, which may stop the
-   run (:class:`RunRejected`).
+3. fairseq-hydra-train runs as a subprocess whose json log is streamed: every
+   ``train_inner`` and ``valid`` record goes to a persistent ``train_log.jsonl``
+   (so a resumed run's curves start at update 1), to DVCLive at step =
+   num_updates, and to the caller's hook, which may stop the run
+   (:class:`RunRejected`). fairseq's whole output (of the latest process; the
+   records of every one are in ``train_log.jsonl``) goes to ``fairseq.log`` beside
+   the checkpoints; the console gets its other lines, one line per validation
+   and a progress line (updates done of total, rate, time left) at most every
+   :data:`PROGRESS_EVERY_S` seconds, so a long run neither goes quiet nor floods
+   a CI log with a record per ``log_interval``.
 
 What is task-specific (the plotted values, the audio an update trained on, the
 checks) comes in as functions; :mod:`hubert.pretrain` supplies them for HuBERT
@@ -419,6 +424,43 @@ class RunResult:
     process_s: float
 
 
+PROGRESS_EVERY_S = 30.0
+RAW_LOG = "fairseq.log"
+# HUBERT_DVC_CONSOLE=records prints fairseq's records on the console too, as fairseq does (the test
+# suite reads and kills runs by them)
+CONSOLE_ENV = "HUBERT_DVC_CONSOLE"
+
+
+class Progress:
+    """The console's view of a training run's records: a line for the first update, then at most
+    one every ``every_s`` seconds and one for the last; every validation."""
+
+    def __init__(self, name: str, max_update: int, resume: int, every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name, self.max_update, self.resume, self.every_s, self.clock = name, max_update, resume, every_s, clock
+        self.start = clock()
+        self.shown: float | None = None
+
+    def line(self, tag: str, step: int, stats: dict[str, Any]) -> str | None:
+        loss = next((f"{k} {float(stats[k]):.3f}" for k in ("loss_m_0", "loss") if k in stats), "")
+        if tag != "train_inner":
+            return f"{self.name}: {tag} at update {step}: {loss}" if loss else None
+        now = self.clock()
+        if self.shown is not None and now - self.shown < self.every_s and step < self.max_update:
+            return None
+        self.shown = now
+        rate = (step - self.resume) / (now - self.start) if now > self.start else 0.0
+        left = f", {_duration((self.max_update - step) / rate)} left" if rate > 0 and step < self.max_update else ""
+        return (f"{self.name}: update {step}/{self.max_update} ({100 * step / self.max_update:.0f}%), "
+                f"{rate:.2f} updates/s{left}" + (f", {loss}" if loss else ""))
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 def train_command(config_dir: str, config_name: str) -> list[str]:
     """fairseq-hydra-train with the interpreter running us (the same venv)."""
     return [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", config_dir, "--config-name", config_name]
@@ -471,16 +513,23 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
     last_step: dict[str, int] = {}
     loop_start = None
     first_pending = resume == 0
+    progress = Progress(run.name, run.max_update, resume)
+    records_on_console = os.environ.get(CONSOLE_ENV, "") == "records"
     try:
-        with open(save_path / LOG_FILE, "a", encoding="utf-8") as log:
+        with open(save_path / LOG_FILE, "a", encoding="utf-8") as log, \
+                open(save_path / RAW_LOG, "w", encoding="utf-8") as raw:
             assert proc.stdout is not None
             for line in proc.stdout:
                 now = time.monotonic()
-                print(line.rstrip("\n"))
+                raw.write(line)
                 if loop_start is None and "Start iterating over samples" in line:
                     loop_start = now  # fairseq's training loop begins: start-up time is not training time
                 parsed = parse_log_line(line)
-                if parsed is None or parsed[0] == "train":
+                if parsed is None or records_on_console:
+                    print(line.rstrip("\n"))
+                if parsed is None:
+                    continue
+                if parsed[0] == "train":
                     continue  # end-of-epoch averages repeat what train_inner logged
                 tag, stats = parsed
                 step = int(stats.get("num_updates", last_step.get(tag, resume)))
@@ -489,6 +538,8 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
                 if tag == "train_inner":
                     audio_s += run.audio_per_update_s(stats) * (step - last_step.get(tag, resume))
                 last_step[tag] = step
+                if not records_on_console and (shown := progress.line(tag, step, stats)) is not None:
+                    print(shown, flush=True)
                 record = Record(tag, step, stats, base_train_s + (now - loop_start), audio_s)
                 first = first_pending and tag == "train_inner"
                 first_pending = first_pending and not first
