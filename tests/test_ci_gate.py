@@ -34,9 +34,9 @@ def dirs(tmp_path):
     return tmp_path, base, tolerance
 
 
-def run(tmp_path, base, fresh, tolerance) -> int:
+def run(tmp_path, base, fresh, tolerance, *cpu: str) -> int:
     return gate.main(["--baseline", str(write(tmp_path / "b", base)), "--fresh", str(write(tmp_path / "f", fresh)),
-                      "--tolerance", str(tolerance)])
+                      "--tolerance", str(tolerance), *cpu])
 
 
 def test_identical_metrics_pass_and_clocks_are_ignored(dirs, capsys):
@@ -65,6 +65,21 @@ def test_a_tolerance_admits_a_small_move_per_metric(dirs):
     assert run(tmp_path, base, fresh, tolerance) == 0
     fresh["finetune/iter1.json"]["loss"]["last"] = 702.0
     assert run(tmp_path / "again", base, fresh, tolerance) == 1
+
+
+def test_a_pattern_admits_a_move_on_one_kind_of_cpu_only(dirs, capsys):
+    tmp_path, base, tolerance = dirs
+    fresh = json.loads(json.dumps(base))
+    fresh["finetune/iter1.json"]["loss"]["last"] = 700.5
+    tolerance.write_text(yaml.safe_dump({"abs": 0.0, "ignore": ["decode_s", "train_s"], "per_cpu": {
+        "avx2": {"overrides": {"finetune/*.json:loss.*": {"abs": 1.0}}}}}))
+    assert run(tmp_path / "avx2", base, fresh, tolerance, "--cpu", "avx2") == 0
+    assert run(tmp_path / "avx512", base, fresh, tolerance, "--cpu", "avx512") == 1
+    assert run(tmp_path / "none", base, fresh, tolerance) == 1
+    # the pattern covers what it names, nothing else
+    fresh["eval.json"]["iter1"]["zh"]["cer"]["rate"] = 0.5001
+    assert run(tmp_path / "other", base, fresh, tolerance, "--cpu", "avx2") == 1
+    assert "eval.json:iter1.zh.cer.rate: 0.5 -> 0.5001" in capsys.readouterr().out
 
 
 def test_a_metric_on_one_side_only_fails(dirs, capsys):
