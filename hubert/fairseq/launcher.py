@@ -515,13 +515,14 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
     first_pending = resume == 0
     progress = Progress(run.name, run.max_update, resume)
     records_on_console = os.environ.get(CONSOLE_ENV, "") == "records"
+    root = str(run.root.resolve())
     try:
         with open(save_path / LOG_FILE, "a", encoding="utf-8") as log, \
                 open(save_path / RAW_LOG, "w", encoding="utf-8") as raw:
             assert proc.stdout is not None
             for line in proc.stdout:
                 now = time.monotonic()
-                raw.write(line)
+                raw.write(line.replace(root, "."))  # the log stays the same from any clone path
                 if loop_start is None and "Start iterating over samples" in line:
                     loop_start = now  # fairseq's training loop begins: start-up time is not training time
                 parsed = parse_log_line(line)
