@@ -433,12 +433,13 @@ CONSOLE_ENV = "HUBERT_DVC_CONSOLE"
 
 class Progress:
     """The console's view of a training run's records: a line for the first update, then at most
-    one every ``every_s`` seconds and one for the last; every validation."""
+    one every ``every_s`` seconds and one for the last; every validation. The rate is timed from
+    the first logged update, so fairseq's start-up does not count."""
 
-    def __init__(self, name: str, max_update: int, resume: int, every_s: float = PROGRESS_EVERY_S,
+    def __init__(self, name: str, max_update: int, every_s: float = PROGRESS_EVERY_S,
                  clock: Callable[[], float] = time.monotonic):
-        self.name, self.max_update, self.resume, self.every_s, self.clock = name, max_update, resume, every_s, clock
-        self.start = clock()
+        self.name, self.max_update, self.every_s, self.clock = name, max_update, every_s, clock
+        self.first: tuple[float, int] | None = None
         self.shown: float | None = None
 
     def line(self, tag: str, step: int, stats: dict[str, Any]) -> str | None:
@@ -449,10 +450,14 @@ class Progress:
         if self.shown is not None and now - self.shown < self.every_s and step < self.max_update:
             return None
         self.shown = now
-        rate = (step - self.resume) / (now - self.start) if now > self.start else 0.0
+        if self.first is None:
+            self.first = (now, step)
+        t0, step0 = self.first
+        rate = (step - step0) / (now - t0) if now > t0 else 0.0
+        pace = f", {rate:.2f} updates/s" if rate > 0 else ""
         left = f", {_duration((self.max_update - step) / rate)} left" if rate > 0 and step < self.max_update else ""
-        return (f"{self.name}: update {step}/{self.max_update} ({100 * step / self.max_update:.0f}%), "
-                f"{rate:.2f} updates/s{left}" + (f", {loss}" if loss else ""))
+        return (f"{self.name}: update {step}/{self.max_update} ({100 * step / self.max_update:.0f}%){pace}{left}"
+                + (f", {loss}" if loss else ""))
 
 
 def _duration(seconds: float) -> str:
@@ -513,7 +518,7 @@ def _stream(run: Run, records: list[Record], plots: LivePlots, resume: int) -> R
     last_step: dict[str, int] = {}
     loop_start = None
     first_pending = resume == 0
-    progress = Progress(run.name, run.max_update, resume)
+    progress = Progress(run.name, run.max_update)
     records_on_console = os.environ.get(CONSOLE_ENV, "") == "records"
     root = str(run.root.resolve())
     try:
