@@ -13,6 +13,7 @@ flags. Error rates are percent, their differences percentage points (pp).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from hubert.labels.quality import chance_bits
@@ -35,6 +36,18 @@ def pct(rate: float) -> str:
 def pp(diff: float) -> str:
     """A difference of error rates in percentage points, signed."""
     return f"{100 * diff:+.1f} pp"
+
+
+def bounds(m: dict, signed: bool = False) -> str:
+    """The 95% interval of an error rate (or, signed, of a paired difference) in percent."""
+    fmt = "+.1f" if signed else ".1f"
+    return f"[{100 * m['low']:{fmt}}, {100 * m['high']:{fmt}}]"
+
+
+def side(d: dict) -> str:
+    """Which side of 0 a paired difference a - b lies on: better (a makes fewer errors), worse, or
+    tie (the interval includes 0)."""
+    return "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "tie"
 
 
 def _r(x: float, digits: int = 4) -> float:
@@ -61,34 +74,36 @@ def loss_answer(pretrain: dict[int, dict]) -> tuple[Answer | None, dict]:
     return Answer("Is the loss normal?", "; ".join(parts)), numbers
 
 
+def _scored(m: dict) -> tuple[float, float]:
+    """A label set's PNMI and its PNMI net of its shuffled floor."""
+    return m["pnmi_conditional"], m["pnmi_conditional"] - m["pnmi_conditional_shuffled"]
+
+
 def labels_answer(labels: dict[int, dict], layers: dict | None) -> tuple[Answer | None, dict]:
     it2 = labels.get(2)
     if not it2 or "pnmi_conditional" not in it2:
         return None, {}
     k, rate = it2["n_clusters"], it2["label_rate"]
-    pnmi2, net2 = it2["pnmi_conditional"], it2["pnmi_conditional"] - it2["pnmi_conditional_shuffled"]
-    rivals = []  # (name, pnmi, net of its shuffled floor)
+    pnmi2, net2 = _scored(it2)
+    rivals = []  # (metrics key, name, pnmi, net of its shuffled floor)
     mfcc = (layers or {}).get("mfcc_at_layer_rate")
     if mfcc and layers["n_clusters"] == k and layers["label_rate"] == rate:
         # iteration 1 trained on MFCC labels: at iteration 2's rate they are its rival
-        rivals.append(("MFCC (iteration 1's kind)", mfcc["pnmi_conditional"],
-                       mfcc["pnmi_conditional"] - mfcc["pnmi_conditional_shuffled"]))
+        rivals.append(("mfcc", "MFCC (iteration 1's kind)", *_scored(mfcc)))
     it1 = labels.get(1)
     if it1 and "pnmi_conditional" in it1 and it1["n_clusters"] == k and it1["label_rate"] == rate:
-        rivals.append(("iteration-1", it1["pnmi_conditional"],
-                       it1["pnmi_conditional"] - it1["pnmi_conditional_shuffled"]))
+        rivals.append(("iter1", "iteration-1", *_scored(it1)))
     if not rivals:
         return Answer("Did iteration 2 give better labels?",
                       f"not measured: no MFCC or iteration-1 labels at iteration 2's K={k} and {rate:g} Hz"), {}
     spread = (layers or {}).get("seed_spread", 0.0)
     numbers: dict = {"iter2_pnmi": _r(pnmi2), "iter2_pnmi_net_of_floor": _r(net2)}
     parts, better = [], True
-    for name, pnmi, net in rivals:
+    for key, name, pnmi, net in rivals:
         wins = pnmi2 - pnmi > spread and net2 > net
         better &= wins
         parts.append(f"{'above' if wins else 'not above'} {name} labels' {pnmi:.3f} ({pnmi2 - pnmi:+.3f}; net of "
                      f"shuffled floors {net2:.3f} vs {net:.3f})")
-        key = "mfcc" if name.startswith("MFCC") else "iter1"
         numbers[f"iter2_minus_{key}"] = _r(pnmi2 - pnmi)
         numbers[f"iter2_minus_{key}_net_of_floor"] = _r(net2 - net)
     numbers["better"] = better
@@ -116,8 +131,8 @@ def _against(evaluation: dict, a: str, b: str, key: str) -> tuple[str, dict]:
     d = evaluation.get("compare", {}).get(f"{a}_minus_{b}", {}).get(key)
     if d is None:
         return f"; against {b}: not compared (add [{a}, {b}] to evaluate.compare)", {}
-    sure = "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "not distinguishable"
-    return (f"; {pp(d['difference'])} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] against {b} ({sure})",
+    sure = {"tie": "not distinguishable"}.get(side(d), side(d))
+    return (f"; {pp(d['difference'])} {bounds(d, signed=True)} against {b} ({sure})",
             {f"minus_{b}_pp": _r(100 * d["difference"], 2), f"minus_{b}_low_pp": _r(100 * d["low"], 2),
              f"minus_{b}_high_pp": _r(100 * d["high"], 2)})
 
@@ -138,7 +153,7 @@ def downstream_answer(evaluation: dict | None) -> tuple[Answer | None, dict]:
         floor = evaluation.get("floors", {}).get(lang, {}).get(f"constant_{metric}")
         entry = {"best": best, "best_pct": _r(100 * rate, 2), "best_low_pct": _r(100 * m["low"], 2),
                  "best_high_pct": _r(100 * m["high"], 2)}
-        text = f"{lang} {metric.upper()}: {best}, {pct(rate)} [{100 * m['low']:.1f}, {100 * m['high']:.1f}]"
+        text = f"{lang} {metric.upper()}: {best}, {pct(rate)} {bounds(m)}"
         for rival in ("scratch", "iter1"):
             said, got = _against(evaluation, best, rival, key)
             text += said
@@ -155,13 +170,11 @@ def downstream_answer(evaluation: dict | None) -> tuple[Answer | None, dict]:
 
 
 def flags_answer(findings: list[Finding]) -> tuple[Answer, dict]:
-    flags = [f for f in findings if f.flag]
-    by_section: dict[str, int] = {}
-    for f in flags:
-        by_section[section_of(f.topic)] = by_section.get(section_of(f.topic), 0) + 1
+    by_section = Counter(section_of(f.topic) for f in findings if f.flag)
+    count = sum(by_section.values())
     where = ", ".join(f"{s} {n}" for s, n in by_section.items())
-    text = f"{len(flags)}" + (f" ({where}), each beside its topic below" if flags else ": nothing looks wrong")
-    return Answer("How many flags?", text), {"count": len(flags), **{s: n for s, n in by_section.items()}}
+    text = f"{count}" + (f" ({where}), each beside its topic below" if count else ": nothing looks wrong")
+    return Answer("How many flags?", text), {"count": count, **by_section}
 
 
 def answers(pretrain: dict[int, dict], labels: dict[int, dict], layers: dict | None, evaluation: dict | None,

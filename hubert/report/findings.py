@@ -46,9 +46,6 @@ class Finding:
     code: str = ""
 
 
-SECTIONS = ("data", "pretraining", "labels", "downstream")
-
-
 def section_of(topic: str) -> str:
     """The report section a finding's topic belongs to (its flags are shown there)."""
     if topic.startswith(("labels", "layer sweep")):

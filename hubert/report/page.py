@@ -18,7 +18,7 @@ from hubert.labels.quality import chance_bits
 from hubert.params import load_params
 from hubert.pretrain.params import iteration_params
 from hubert.report import figures
-from hubert.report.answers import answers, answers_markdown
+from hubert.report.answers import answers, answers_markdown, bounds, pct, side
 from hubert.report.curves import Curves, from_dvclive
 from hubert.report.findings import (
     ISSUE_4907,
@@ -74,17 +74,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _interval(m: dict) -> str:
     """An error rate and its interval in percent."""
-    return f"{100 * m['rate']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}]"
+    return f"{100 * m['rate']:.1f} {bounds(m)}"
 
 
 def _difference(d: dict) -> str:
     """A paired difference in percentage points, its interval, and which side it is on."""
-    side = "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "tie"
-    return f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] {side}"
+    return f"{100 * d['difference']:+.1f} {bounds(d, signed=True)} {side(d)}"
 
 
 def _pct(x) -> str:
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
+    return pct(x) if isinstance(x, (int, float)) else "-"
 
 
 def write_page(out: Path, title: str, body: str) -> None:
